@@ -1,0 +1,208 @@
+//! Access: `login`/`logout` for staff, API tokens and staff users.
+
+use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use entity::{api_token, staff_user};
+
+use crate::graphql::connection::{Connection, from_page, page_request};
+use crate::graphql::context::{ClientIp, ContextExt};
+use crate::graphql::enums::Role;
+use crate::graphql::error::{ApiError, ApiResult, ErrorCode};
+use crate::graphql::page_cost;
+use crate::limits::RateLimiter;
+
+/// A person who signs in to the dashboard.
+#[derive(SimpleObject, Clone)]
+pub struct StaffUser {
+    /// User id.
+    pub id: ID,
+    /// Login email.
+    pub email: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Role.
+    pub role: Role,
+    /// Whether a password is set (the user can log in).
+    pub password_set: bool,
+    /// When the user was added.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<staff_user::Model> for StaffUser {
+    fn from(u: staff_user::Model) -> Self {
+        Self {
+            id: u.id.into(),
+            email: u.email,
+            name: u.name,
+            role: u.role.into(),
+            password_set: u.password_hash.is_some(),
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// An API token (its secret is shown only once, by `createApiToken`).
+#[derive(SimpleObject, Clone)]
+pub struct ApiToken {
+    /// Token id.
+    pub id: ID,
+    /// What uses it.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// The secret's first characters, to recognise it.
+    pub prefix: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it stops working.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Last use, to the minute.
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl From<api_token::Model> for ApiToken {
+    fn from(t: api_token::Model) -> Self {
+        Self {
+            id: t.id.into(),
+            name: t.name,
+            role: t.role.into(),
+            prefix: t.token_prefix,
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            revoked_at: t.revoked_at,
+            last_used_at: t.last_used_at,
+        }
+    }
+}
+
+/// A new token and its secret.
+#[derive(SimpleObject)]
+pub struct CreatedApiToken {
+    /// The secret: send it as `Authorization: Bearer <token>`. Shown only now.
+    pub token: String,
+    /// The token's record.
+    pub api_token: ApiToken,
+}
+
+/// A staff login.
+#[derive(SimpleObject)]
+pub struct Session {
+    /// The session JWT: send it as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// When it ends.
+    pub expires_at: DateTime<Utc>,
+    /// Who logged in.
+    pub user: StaffUser,
+}
+
+/// A token to create.
+#[derive(InputObject)]
+pub struct CreateApiTokenInput {
+    /// What uses it.
+    pub name: String,
+    /// Its role (never above yours).
+    pub role: Role,
+    /// When it stops working; omit for never.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A staff user to add.
+#[derive(InputObject)]
+pub struct CreateStaffUserInput {
+    /// Login email.
+    pub email: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Role (never above yours).
+    pub role: Role,
+    /// Initial password (10-256 characters); without one the user cannot log in yet.
+    pub password: Option<String>,
+}
+
+/// Access queries.
+#[derive(Default)]
+pub struct AccessQuery;
+
+#[Object]
+impl AccessQuery {
+    /// The vendor's API tokens (OWNER, ADMIN).
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    async fn api_tokens(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> ApiResult<Connection<ApiToken>> {
+        let request = page_request(ctx, first, after)?;
+        let page = ctx.domain().api_tokens(ctx.actor()?, &request).await?;
+        Ok(from_page(page, |t| &t.id, ApiToken::from))
+    }
+
+    /// The vendor's staff users.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    async fn staff_users(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> ApiResult<Connection<StaffUser>> {
+        let request = page_request(ctx, first, after)?;
+        let page = ctx.domain().staff_users(ctx.actor()?, &request).await?;
+        Ok(from_page(page, |u| &u.id, StaffUser::from))
+    }
+}
+
+/// Access mutations.
+#[derive(Default)]
+pub struct AccessMutation;
+
+#[Object]
+impl AccessMutation {
+    /// Logs a staff user in and returns a session JWT. Five attempts per minute per client
+    /// address and email; pass `vendorSlug` when the email belongs to several vendors.
+    async fn login(&self, ctx: &Context<'_>, email: String, password: String, vendor_slug: Option<String>) -> ApiResult<Session> {
+        let ip = ctx.data_opt::<ClientIp>().map_or("unknown", |ip| ip.0.as_str());
+        let limiter = ctx.data_unchecked::<LoginLimiter>();
+        if let Err(seconds) = limiter.0.check(&format!("{ip}|{}", email.trim().to_lowercase())) {
+            return Err(ApiError {
+                code: ErrorCode::RateLimited,
+                message: format!("too many login attempts; retry in {seconds} s"),
+                retry_after: Some(seconds),
+            });
+        }
+        let domain = ctx.domain();
+        let session = domain.login(&email, &password, vendor_slug.as_deref(), ctx.request_id()).await?;
+        let token = crate::auth::session_token(domain, &session, domain.clock.now())?;
+        Ok(Session { token, expires_at: session.expires_at, user: session.user.into() })
+    }
+
+    /// Ends the caller's staff session.
+    async fn logout(&self, ctx: &Context<'_>) -> ApiResult<bool> {
+        ctx.domain().logout(ctx.actor()?).await?;
+        Ok(true)
+    }
+
+    /// Creates an API token (OWNER, ADMIN; never above your role). The secret is shown once.
+    async fn create_api_token(&self, ctx: &Context<'_>, input: CreateApiTokenInput) -> ApiResult<CreatedApiToken> {
+        let new = domain::access::NewApiToken { name: input.name, role: input.role.into(), expires_at: input.expires_at };
+        let (token, secret) = ctx.domain().create_api_token(ctx.actor()?, new).await?;
+        Ok(CreatedApiToken { token: secret, api_token: token.into() })
+    }
+
+    /// Revokes an API token at once (OWNER, ADMIN).
+    async fn revoke_api_token(&self, ctx: &Context<'_>, id: ID) -> ApiResult<ApiToken> {
+        Ok(ctx.domain().revoke_api_token(ctx.actor()?, &id).await?.into())
+    }
+
+    /// Adds a staff user (OWNER, ADMIN; never above your role).
+    async fn create_staff_user(&self, ctx: &Context<'_>, input: CreateStaffUserInput) -> ApiResult<StaffUser> {
+        let new = domain::access::NewStaffUser {
+            email: input.email,
+            name: input.name,
+            role: input.role.into(),
+            password: input.password,
+        };
+        Ok(ctx.domain().create_staff_user(ctx.actor()?, new).await?.into())
+    }
+
+    /// Sets a staff user's password (your own, or as OWNER/ADMIN anyone's at or below your
+    /// role). Ends the user's open sessions.
+    async fn set_staff_password(&self, ctx: &Context<'_>, user_id: ID, password: String) -> ApiResult<StaffUser> {
+        Ok(ctx.domain().set_staff_password(ctx.actor()?, &user_id, &password).await?.into())
+    }
+}
+
+/// The login rate limiter, shared by all requests of the process.
+pub struct LoginLimiter(pub RateLimiter);

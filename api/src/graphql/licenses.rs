@@ -1,0 +1,260 @@
+//! Licenses: issuing, changing and listing them.
+
+use async_graphql::{Context, ID, InputObject, Json, MaybeUndefined, Object};
+use chrono::{DateTime, Utc};
+use entity::license;
+
+use crate::graphql::catalog::{Policy, Product, load_product};
+use crate::graphql::connection::{Connection, from_page, page_request};
+use crate::graphql::context::ContextExt;
+use crate::graphql::customers::Customer;
+use crate::graphql::enums::LicenseStatus;
+use crate::graphql::error::{ApiError, ApiResult, ErrorCode};
+use crate::graphql::page_cost;
+
+/// A license.
+#[derive(Clone)]
+pub struct License {
+    model: license::Model,
+    /// This response answers the call that issued it, so the key is shown in full.
+    issued_to_caller: bool,
+}
+
+impl From<license::Model> for License {
+    fn from(model: license::Model) -> Self {
+        Self { model, issued_to_caller: false }
+    }
+}
+
+#[Object]
+impl License {
+    /// License id.
+    async fn id(&self) -> ID {
+        self.model.id.clone().into()
+    }
+
+    /// The key: in full for OWNER, ADMIN and SUPPORT (and in the response to `issueLicense`),
+    /// otherwise only its last four characters.
+    async fn key(&self, ctx: &Context<'_>) -> ApiResult<String> {
+        Ok(ctx.domain().license_key_for(ctx.actor()?, &self.model, self.issued_to_caller)?)
+    }
+
+    /// Status now (an active license past its expiry is EXPIRED).
+    async fn status(&self, ctx: &Context<'_>) -> LicenseStatus {
+        domain::licenses::effective_status(&self.model, ctx.domain().clock.now()).into()
+    }
+
+    /// Why it was suspended or revoked.
+    async fn status_reason(&self) -> Option<&str> {
+        self.model.status_reason.as_deref()
+    }
+
+    /// The policy it was issued under.
+    async fn policy(&self, ctx: &Context<'_>) -> ApiResult<Policy> {
+        let policy = ctx.loaders()?.policies.load_one(self.model.policy_id.clone()).await?;
+        policy.map(Into::into).ok_or_else(|| ApiError::new(ErrorCode::NotFound, "policy not found"))
+    }
+
+    /// The product.
+    async fn product(&self, ctx: &Context<'_>) -> ApiResult<Product> {
+        load_product(ctx, &self.model.product_id).await
+    }
+
+    /// The customer it was issued to.
+    async fn customer(&self, ctx: &Context<'_>) -> ApiResult<Option<Customer>> {
+        let Some(id) = &self.model.customer_id else { return Ok(None) };
+        Ok(ctx.loaders()?.customers.load_one(id.clone()).await?.map(Into::into))
+    }
+
+    /// When it was issued.
+    async fn issued_at(&self) -> DateTime<Utc> {
+        self.model.issued_at
+    }
+
+    /// When it expires; null = perpetual.
+    async fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.model.expires_at
+    }
+
+    /// Seat cap; null = unlimited.
+    async fn max_activations(&self) -> Option<i32> {
+        self.model.max_activations
+    }
+
+    /// Devices holding a seat.
+    async fn active_devices(&self) -> i32 {
+        self.model.seats_used
+    }
+
+    /// Entitlement codes.
+    async fn entitlements(&self) -> Vec<String> {
+        domain::licenses::license_entitlements(&self.model)
+    }
+
+    /// Bumped by every change that alters the license file.
+    async fn version(&self) -> i32 {
+        self.model.version
+    }
+
+    /// Free-form metadata.
+    async fn metadata(&self) -> Option<Json<serde_json::Value>> {
+        self.model.metadata.clone().map(Json)
+    }
+
+    /// The billing subscription it follows.
+    async fn billing_subscription_id(&self) -> Option<&str> {
+        self.model.billing_subscription_id.as_deref()
+    }
+
+    /// When it last changed.
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.model.updated_at
+    }
+}
+
+/// A license to issue. Omitted fields come from the policy.
+#[derive(InputObject)]
+pub struct IssueLicenseInput {
+    /// The policy.
+    pub policy_id: ID,
+    /// The customer, by id.
+    pub customer_id: Option<ID>,
+    /// The customer, by external id.
+    pub customer_external_id: Option<String>,
+    /// Overrides the policy's duration.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Overrides the policy's seat cap.
+    pub max_activations: Option<i32>,
+    /// Overrides the policy's entitlements.
+    pub entitlements: Option<Vec<String>>,
+    /// A JSON object of your own.
+    pub metadata: Option<Json<serde_json::Value>>,
+    /// The billing subscription it follows.
+    pub billing_subscription_id: Option<String>,
+    /// Same key + same input returns the same license; same key + other input is IDEMPOTENCY_CONFLICT.
+    pub idempotency_key: Option<String>,
+}
+
+/// A license change: omitted fields stay, explicit nulls clear.
+#[derive(InputObject)]
+pub struct UpdateLicenseInput {
+    /// The license.
+    pub id: ID,
+    /// New expiry; null = perpetual.
+    pub expires_at: MaybeUndefined<DateTime<Utc>>,
+    /// New seat cap; null = unlimited.
+    pub max_activations: MaybeUndefined<i32>,
+    /// New entitlements.
+    pub entitlements: Option<Vec<String>>,
+    /// New metadata; null clears it.
+    pub metadata: MaybeUndefined<Json<serde_json::Value>>,
+}
+
+/// Filters for `licenses`; all given ones must match.
+#[derive(InputObject, Default)]
+pub struct LicenseFilter {
+    /// Status now (EXPIRED includes active licenses past their expiry).
+    pub status: Option<LicenseStatus>,
+    /// Of this product.
+    pub product_id: Option<ID>,
+    /// Under this policy.
+    pub policy_id: Option<ID>,
+    /// Of this customer.
+    pub customer_id: Option<ID>,
+    /// Expiring before this time.
+    pub expires_before: Option<DateTime<Utc>>,
+    /// A full license key, a license id, or part of the customer's name, email or external id.
+    pub search: Option<String>,
+}
+
+fn maybe<T, U>(value: MaybeUndefined<T>, f: impl FnOnce(T) -> U) -> Option<Option<U>> {
+    match value {
+        MaybeUndefined::Undefined => None,
+        MaybeUndefined::Null => Some(None),
+        MaybeUndefined::Value(v) => Some(Some(f(v))),
+    }
+}
+
+/// License queries.
+#[derive(Default)]
+pub struct LicenseQuery;
+
+#[Object]
+impl LicenseQuery {
+    /// The vendor's licenses matching `filter`.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    async fn licenses(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>, filter: Option<LicenseFilter>) -> ApiResult<Connection<License>> {
+        let request = page_request(ctx, first, after)?;
+        let filter = filter.unwrap_or_default();
+        let filter = domain::licenses::LicenseFilter {
+            status: filter.status.map(Into::into),
+            product_id: filter.product_id.map(|id| id.to_string()),
+            policy_id: filter.policy_id.map(|id| id.to_string()),
+            customer_id: filter.customer_id.map(|id| id.to_string()),
+            expires_before: filter.expires_before,
+            search: filter.search,
+        };
+        let page = ctx.domain().licenses(ctx.actor()?, &filter, &request).await?;
+        Ok(from_page(page, |l| &l.id, License::from))
+    }
+
+    /// One license, by id or by full key.
+    async fn license(&self, ctx: &Context<'_>, id: Option<ID>, key: Option<String>) -> ApiResult<Option<License>> {
+        Ok(ctx.domain().license(ctx.actor()?, id.as_deref().map(String::as_str), key.as_deref()).await?.map(Into::into))
+    }
+}
+
+/// License mutations.
+#[derive(Default)]
+pub struct LicenseMutation;
+
+#[Object]
+impl LicenseMutation {
+    /// Issues a license (OWNER, ADMIN, INTEGRATION). The response shows the key in full.
+    async fn issue_license(&self, ctx: &Context<'_>, input: IssueLicenseInput) -> ApiResult<License> {
+        let issue = domain::licenses::IssueLicense {
+            policy_id: input.policy_id.to_string(),
+            customer_id: input.customer_id.map(|id| id.to_string()),
+            customer_external_id: input.customer_external_id,
+            expires_at: input.expires_at,
+            max_activations: input.max_activations,
+            entitlements: input.entitlements,
+            metadata: input.metadata.map(|m| m.0),
+            billing_subscription_id: input.billing_subscription_id,
+            idempotency_key: input.idempotency_key,
+        };
+        let model = ctx.domain().issue_license(ctx.actor()?, issue).await?;
+        Ok(License { model, issued_to_caller: true })
+    }
+
+    /// Changes expiry, seat cap, entitlements or metadata (OWNER, ADMIN, INTEGRATION).
+    async fn update_license(&self, ctx: &Context<'_>, input: UpdateLicenseInput) -> ApiResult<License> {
+        let change = domain::licenses::UpdateLicense {
+            expires_at: maybe(input.expires_at, |at| at),
+            max_activations: maybe(input.max_activations, |n| n),
+            entitlements: input.entitlements,
+            metadata: maybe(input.metadata, |m| m.0),
+        };
+        Ok(ctx.domain().update_license(ctx.actor()?, &input.id, change).await?.into())
+    }
+
+    /// Adds the policy's duration to the expiry (from now if already expired).
+    async fn renew_license(&self, ctx: &Context<'_>, id: ID) -> ApiResult<License> {
+        Ok(ctx.domain().renew_license(ctx.actor()?, &id).await?.into())
+    }
+
+    /// Suspends a license until reinstated (OWNER, ADMIN, SUPPORT, INTEGRATION).
+    async fn suspend_license(&self, ctx: &Context<'_>, id: ID, reason: Option<String>) -> ApiResult<License> {
+        Ok(ctx.domain().suspend_license(ctx.actor()?, &id, reason).await?.into())
+    }
+
+    /// Lifts a suspension (OWNER, ADMIN, SUPPORT, INTEGRATION).
+    async fn reinstate_license(&self, ctx: &Context<'_>, id: ID) -> ApiResult<License> {
+        Ok(ctx.domain().reinstate_license(ctx.actor()?, &id).await?.into())
+    }
+
+    /// Ends a license for good (OWNER, ADMIN, INTEGRATION).
+    async fn revoke_license(&self, ctx: &Context<'_>, id: ID, reason: Option<String>) -> ApiResult<License> {
+        Ok(ctx.domain().revoke_license(ctx.actor()?, &id, reason).await?.into())
+    }
+}

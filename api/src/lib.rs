@@ -1,0 +1,9 @@
+//! The licensing API server: the actix-web app, the GraphQL schema, authentication, request
+//! limits and metrics. `main.rs` wires them into the `licensing-api` binary.
+
+pub mod auth;
+pub mod config;
+pub mod graphql;
+pub mod http;
+pub mod limits;
+pub mod metrics;

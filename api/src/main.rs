@@ -1,0 +1,88 @@
+//! `licensing-api`: serves the GraphQL API, or creates a vendor and exits.
+
+use actix_web::{App, HttpServer, middleware, web};
+use anyhow::Context as _;
+use api::config::{Config, write_private};
+use api::http::{AppState, observe, routes};
+use clap::{Parser, Subcommand};
+use domain::{Clock, Domain};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "licensing-api", about = "The licensing GraphQL API server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Create a vendor and print {"vendor_id", "token"} (an OWNER API token).
+    CreateVendor {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Unique short name (a-z, 0-9, -).
+        #[arg(long)]
+        slug: String,
+        /// The owner's email (a staff user who sets a password later).
+        #[arg(long)]
+        owner_email: String,
+    },
+}
+
+async fn open_domain(config: &Config) -> anyhow::Result<Domain> {
+    let db = domain::db::connect(&config.database_url).await.context("connecting to DATABASE_URL")?;
+    domain::db::migrate(&db).await.context("applying migrations")?;
+    Ok(Domain::new(db, config.master_secret()?, Clock::System))
+}
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let config = Config::from_env()?;
+    let domain = open_domain(&config).await?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::CreateVendor { name, slug, owner_email } => {
+            let created = domain.create_vendor(&name, &slug, &owner_email).await?;
+            println!("{}", serde_json::json!({ "vendor_id": created.vendor.id, "token": created.owner_token }));
+            Ok(())
+        }
+        Command::Serve => serve(config, domain).await,
+    }
+}
+
+async fn serve(config: Config, domain: Domain) -> anyhow::Result<()> {
+    if domain.has_no_vendor().await? {
+        let created = domain.create_vendor("Default vendor", "default", "owner@localhost").await?;
+        let path = config.data_dir.join("owner-token");
+        write_private(&path, &format!("{}\n", created.owner_token))?;
+        println!("Created vendor \"default\". Its OWNER API token (shown once, also in {}):", path.display());
+        println!("{}", created.owner_token);
+    }
+    let state = AppState {
+        schema: api::graphql::build_schema(domain.clone(), config.production),
+        domain,
+        metrics: api::metrics::Metrics::new()?,
+    };
+    println!("GraphiQL: http://{}/graphql", config.listen_addr);
+    tracing::info!(addr = %config.listen_addr, production = config.production, "listening");
+    HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .wrap(middleware::from_fn(observe))
+            .configure(routes)
+    })
+    .bind(&config.listen_addr)
+    .with_context(|| format!("binding {}", config.listen_addr))?
+    .shutdown_timeout(10)
+    .run()
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,468 @@
+//! Access to a vendor: API tokens (stored only as keyed hashes), staff users with argon2
+//! passwords, login sessions, and turning a credential into an [`Actor`].
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Duration, Utc};
+use entity::enums::Role;
+use entity::{api_token, staff_session, staff_user, vendor};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter};
+use serde_json::json;
+
+use crate::actor::{can_grant, role_name};
+use crate::audit::{self, Change};
+use crate::db::begin_write;
+use crate::page::{self, Order, Page, PageRequest};
+use crate::secrets::random_bytes;
+use crate::{Actor, ActorKind, Capability, Domain, Error, Result, new_id, newtypes};
+
+/// Prefix of every API token secret, so a leaked one is recognisable.
+pub const API_TOKEN_PREFIX: &str = "lsk_";
+/// How long a staff session lasts.
+pub const SESSION_TTL: Duration = Duration::hours(12);
+/// `keyed_hash` purpose of API tokens.
+const API_TOKEN_PURPOSE: &str = "api-token";
+
+/// A token to create.
+#[derive(Debug, Clone)]
+pub struct NewApiToken {
+    /// A name saying what uses it ("SAP integration").
+    pub name: String,
+    /// Its role; never above the creator's.
+    pub role: Role,
+    /// When it stops working; `None` = never.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A staff user to create.
+#[derive(Debug, Clone)]
+pub struct NewStaffUser {
+    /// Login email.
+    pub email: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Role; never above the creator's.
+    pub role: Role,
+    /// Initial password; without one the user cannot log in until it is set.
+    pub password: Option<String>,
+}
+
+/// A successful login.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Session id (the JWT's `jti`).
+    pub id: String,
+    /// The user.
+    pub user: staff_user::Model,
+    /// When the session ends.
+    pub expires_at: DateTime<Utc>,
+}
+
+fn hash_password(password: &str) -> Result<String> {
+    let salt = SaltString::encode_b64(&random_bytes::<16>()).map_err(|e| Error::Internal(e.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
+fn verify_password(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+}
+
+/// A real argon2 hash of a random password, verified against when the email is unknown so a
+/// failed login takes the same time either way.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password(&URL_SAFE_NO_PAD.encode(random_bytes::<16>())).unwrap_or_default())
+}
+
+fn token_json(t: &api_token::Model) -> serde_json::Value {
+    json!({ "name": t.name, "role": role_name(t.role), "expires_at": t.expires_at, "revoked_at": t.revoked_at })
+}
+
+impl Domain {
+    pub(crate) async fn insert_api_token(
+        &self,
+        db: &impl ConnectionTrait,
+        creator: &Actor,
+        new: NewApiToken,
+        now: DateTime<Utc>,
+    ) -> Result<(api_token::Model, String)> {
+        let secret = format!("{API_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
+        let (created_by_kind, created_by_id) = creator.audit_identity();
+        let model = api_token::ActiveModel {
+            id: Set(new_id()),
+            vendor_id: Set(creator.vendor_id.clone()),
+            name: Set(new.name),
+            role: Set(new.role),
+            token_hash: Set(self.secrets.keyed_hash(API_TOKEN_PURPOSE, &secret)),
+            token_prefix: Set(secret[..12].to_owned()),
+            created_by_kind: Set(created_by_kind.to_owned()),
+            created_by_id: Set(created_by_id.map(str::to_owned)),
+            created_at: Set(now),
+            expires_at: Set(new.expires_at),
+            revoked_at: Set(None),
+            last_used_at: Set(None),
+        }
+        .insert(db)
+        .await?;
+        Ok((model, secret))
+    }
+
+    /// Creates an API token; the secret is returned once and stored only as a keyed hash.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] below ADMIN or for a role above the caller's;
+    /// [`Error::InvalidInput`] for an empty name or an expiry in the past.
+    pub async fn create_api_token(&self, actor: &Actor, new: NewApiToken) -> Result<(api_token::Model, String)> {
+        actor.require(Capability::ManageAccess)?;
+        if !can_grant(actor.role, new.role) {
+            return Err(Error::Forbidden(format!(
+                "a {} may not create a {} token",
+                role_name(actor.role),
+                role_name(new.role)
+            )));
+        }
+        let now = self.clock.now();
+        if new.expires_at.is_some_and(|at| at <= now) {
+            return Err(Error::InvalidInput("expiresAt must be in the future".into()));
+        }
+        let new = NewApiToken { name: newtypes::text("name", &new.name, 200)?, ..new };
+        let tx = begin_write(&self.db).await?;
+        let (token, secret) = self.insert_api_token(&tx, actor, new, now).await?;
+        audit::record(&tx, actor, now, Change {
+            action: "api_token.create",
+            target_kind: "api_token",
+            target_id: Some(&token.id),
+            before: json!({}),
+            after: token_json(&token),
+        })
+        .await?;
+        tx.commit().await?;
+        Ok((token, secret))
+    }
+
+    /// Revokes an API token at once.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] below ADMIN; [`Error::NotFound`] for another vendor's token.
+    pub async fn revoke_api_token(&self, actor: &Actor, id: &str) -> Result<api_token::Model> {
+        actor.require(Capability::ManageAccess)?;
+        let now = self.clock.now();
+        let tx = begin_write(&self.db).await?;
+        let token = api_token::Entity::find_by_id(id)
+            .filter(api_token::Column::VendorId.eq(&actor.vendor_id))
+            .one(&tx)
+            .await?
+            .ok_or(Error::NotFound("API token"))?;
+        if token.revoked_at.is_some() {
+            return Ok(token);
+        }
+        if !can_grant(actor.role, token.role) {
+            return Err(Error::Forbidden(format!("a {} may not revoke an OWNER token", role_name(actor.role))));
+        }
+        let before = token_json(&token);
+        let mut model: api_token::ActiveModel = token.into();
+        model.revoked_at = Set(Some(now));
+        let token = model.update(&tx).await?;
+        audit::record(&tx, actor, now, Change {
+            action: "api_token.revoke",
+            target_kind: "api_token",
+            target_id: Some(&token.id),
+            before,
+            after: token_json(&token),
+        })
+        .await?;
+        tx.commit().await?;
+        Ok(token)
+    }
+
+    /// The vendor's API tokens (never their secrets), oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] below ADMIN.
+    pub async fn api_tokens(&self, actor: &Actor, request: &PageRequest) -> Result<Page<api_token::Model>> {
+        actor.require(Capability::ManageAccess)?;
+        let select = api_token::Entity::find().filter(api_token::Column::VendorId.eq(&actor.vendor_id));
+        page::fetch(&self.db, select, api_token::Column::Id, request, Order::OldestFirst).await
+    }
+
+    /// The actor behind an API token secret.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] for an unknown, revoked or expired token.
+    pub async fn authenticate_api_token(&self, secret: &str, request_id: Option<String>) -> Result<Actor> {
+        let unauthenticated = || Error::Unauthenticated("the API token is invalid, expired or revoked".into());
+        if !secret.starts_with(API_TOKEN_PREFIX) {
+            return Err(unauthenticated());
+        }
+        let now = self.clock.now();
+        let token = api_token::Entity::find()
+            .filter(api_token::Column::TokenHash.eq(self.secrets.keyed_hash(API_TOKEN_PURPOSE, secret)))
+            .one(&self.db)
+            .await?
+            .ok_or_else(unauthenticated)?;
+        if token.revoked_at.is_some() || token.expires_at.is_some_and(|at| at <= now) {
+            return Err(unauthenticated());
+        }
+        if token.last_used_at.is_none_or(|at| now - at > Duration::minutes(1)) {
+            api_token::Entity::update_many()
+                .col_expr(api_token::Column::LastUsedAt, Some(now).into())
+                .filter(api_token::Column::Id.eq(&token.id))
+                .exec(&self.db)
+                .await?;
+        }
+        Ok(Actor {
+            vendor_id: token.vendor_id,
+            role: token.role,
+            kind: ActorKind::Token { token_id: token.id },
+            label: format!("token {}", token.name),
+            request_id,
+        })
+    }
+
+    pub(crate) async fn insert_staff_user(
+        &self,
+        db: &impl ConnectionTrait,
+        vendor_id: &str,
+        user: NewStaffUser,
+        now: DateTime<Utc>,
+    ) -> Result<staff_user::Model> {
+        let NewStaffUser { email, name, role, password } = user;
+        let existing = staff_user::Entity::find()
+            .filter(staff_user::Column::VendorId.eq(vendor_id))
+            .filter(staff_user::Column::Email.eq(&email))
+            .one(db)
+            .await?;
+        if existing.is_some() {
+            return Err(Error::InvalidInput(format!("a staff user with email {email} exists")));
+        }
+        let password_hash = password.as_deref().map(hash_password).transpose()?;
+        Ok(staff_user::ActiveModel {
+            id: Set(new_id()),
+            vendor_id: Set(vendor_id.to_owned()),
+            email: Set(email),
+            name: Set(name),
+            role: Set(role),
+            password_hash: Set(password_hash),
+            created_at: Set(now),
+            updated_at: Set(now),
+            disabled_at: Set(None),
+        }
+        .insert(db)
+        .await?)
+    }
+
+    /// Adds a staff user to the caller's vendor.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] below ADMIN or for a role above the caller's;
+    /// [`Error::InvalidInput`] for a bad email or password or an email already in use.
+    pub async fn create_staff_user(&self, actor: &Actor, new: NewStaffUser) -> Result<staff_user::Model> {
+        actor.require(Capability::ManageAccess)?;
+        if !can_grant(actor.role, new.role) {
+            return Err(Error::Forbidden(format!(
+                "a {} may not create a {} user",
+                role_name(actor.role),
+                role_name(new.role)
+            )));
+        }
+        let email = newtypes::email(&new.email)?;
+        let name = new.name.as_deref().map(|n| newtypes::text("name", n, 200)).transpose()?;
+        let password = new.password.as_deref().map(newtypes::password).transpose()?.map(str::to_owned);
+        let now = self.clock.now();
+        let tx = begin_write(&self.db).await?;
+        let user = self
+            .insert_staff_user(&tx, &actor.vendor_id, NewStaffUser { email, name, role: new.role, password }, now)
+            .await?;
+        audit::record(&tx, actor, now, Change {
+            action: "staff_user.create",
+            target_kind: "staff_user",
+            target_id: Some(&user.id),
+            before: json!({}),
+            after: json!({ "email": user.email, "name": user.name, "role": role_name(user.role), "password_set": user.password_hash.is_some() }),
+        })
+        .await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Sets a staff user's password: anyone their own, ADMIN and OWNER others' (never a role
+    /// above their own).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Forbidden`] or [`Error::InvalidInput`].
+    pub async fn set_staff_password(&self, actor: &Actor, user_id: &str, password: &str) -> Result<staff_user::Model> {
+        let password = newtypes::password(password)?;
+        let now = self.clock.now();
+        let tx = begin_write(&self.db).await?;
+        let user = staff_user::Entity::find_by_id(user_id)
+            .filter(staff_user::Column::VendorId.eq(&actor.vendor_id))
+            .one(&tx)
+            .await?
+            .ok_or(Error::NotFound("staff user"))?;
+        let is_self = matches!(&actor.kind, ActorKind::Staff { user_id, .. } if *user_id == user.id);
+        if !is_self {
+            actor.require(Capability::ManageAccess)?;
+            if !can_grant(actor.role, user.role) {
+                return Err(Error::Forbidden("you may not change the password of a user above your role".into()));
+            }
+        }
+        let had_password = user.password_hash.is_some();
+        let mut model: staff_user::ActiveModel = user.into();
+        model.password_hash = Set(Some(hash_password(password)?));
+        model.updated_at = Set(now);
+        let user = model.update(&tx).await?;
+        // Changing a password ends the user's other sessions.
+        staff_session::Entity::update_many()
+            .col_expr(staff_session::Column::RevokedAt, Some(now).into())
+            .filter(staff_session::Column::StaffUserId.eq(&user.id))
+            .filter(staff_session::Column::RevokedAt.is_null())
+            .exec(&tx)
+            .await?;
+        audit::record(&tx, actor, now, Change {
+            action: "staff_user.set_password",
+            target_kind: "staff_user",
+            target_id: Some(&user.id),
+            before: json!({ "password_set": had_password, "password": "(hidden)" }),
+            after: json!({ "password_set": true, "password": "(changed)" }),
+        })
+        .await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// The vendor's staff users, oldest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn staff_users(&self, actor: &Actor, request: &PageRequest) -> Result<Page<staff_user::Model>> {
+        actor.require(Capability::Read)?;
+        let select = staff_user::Entity::find().filter(staff_user::Column::VendorId.eq(&actor.vendor_id));
+        page::fetch(&self.db, select, staff_user::Column::Id, request, Order::OldestFirst).await
+    }
+
+    /// Checks an email and password and opens a session. `vendor_slug` picks the vendor when
+    /// the email belongs to several.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] for a wrong email or password (the same answer, in the same
+    /// time); [`Error::InvalidInput`] when the email is in several vendors and no slug was given.
+    pub async fn login(&self, email: &str, password: &str, vendor_slug: Option<&str>, request_id: Option<String>) -> Result<Session> {
+        let wrong = || Error::Unauthenticated("wrong email or password".into());
+        let email = newtypes::email(email).map_err(|_| wrong())?;
+        let mut condition = Condition::all()
+            .add(staff_user::Column::Email.eq(&email))
+            .add(staff_user::Column::DisabledAt.is_null());
+        if let Some(slug) = vendor_slug {
+            let vendor = vendor::Entity::find().filter(vendor::Column::Slug.eq(slug)).one(&self.db).await?;
+            condition = condition.add(staff_user::Column::VendorId.eq(vendor.map(|v| v.id).unwrap_or_default()));
+        }
+        let users = staff_user::Entity::find().filter(condition).all(&self.db).await?;
+        let user = match users.as_slice() {
+            [] => None,
+            [user] => Some(user.clone()),
+            _ => {
+                return Err(Error::InvalidInput(
+                    "this email belongs to several vendors: pass vendorSlug".into(),
+                ));
+            }
+        };
+        let hash = user.as_ref().and_then(|u| u.password_hash.clone());
+        let ok = verify_password(password, hash.as_deref().unwrap_or_else(|| dummy_hash())) && hash.is_some();
+        let user = match (user, ok) {
+            (Some(user), true) => user,
+            _ => return Err(wrong()),
+        };
+        let now = self.clock.now();
+        let expires_at = now + SESSION_TTL;
+        let session_id = new_id();
+        let actor = Actor {
+            vendor_id: user.vendor_id.clone(),
+            role: user.role,
+            kind: ActorKind::Staff { user_id: user.id.clone(), session_id: session_id.clone() },
+            label: user.email.clone(),
+            request_id,
+        };
+        let tx = begin_write(&self.db).await?;
+        staff_session::ActiveModel {
+            id: Set(session_id.clone()),
+            vendor_id: Set(user.vendor_id.clone()),
+            staff_user_id: Set(user.id.clone()),
+            created_at: Set(now),
+            expires_at: Set(expires_at),
+            revoked_at: Set(None),
+        }
+        .insert(&tx)
+        .await?;
+        audit::record(&tx, &actor, now, Change {
+            action: "staff.login",
+            target_kind: "staff_session",
+            target_id: Some(&session_id),
+            before: json!({}),
+            after: json!({ "staff_user_id": user.id, "expires_at": expires_at }),
+        })
+        .await?;
+        tx.commit().await?;
+        Ok(Session { id: session_id, user, expires_at })
+    }
+
+    /// The actor behind a session whose JWT has already been verified: the session must be
+    /// open and the user enabled; the role is the user's current one.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] for a revoked or expired session or a disabled user.
+    pub async fn authenticate_session(&self, session_id: &str, user_id: &str, request_id: Option<String>) -> Result<Actor> {
+        let unauthenticated = || Error::Unauthenticated("the session has ended; log in again".into());
+        let now = self.clock.now();
+        let session = staff_session::Entity::find_by_id(session_id)
+            .filter(staff_session::Column::StaffUserId.eq(user_id))
+            .one(&self.db)
+            .await?
+            .ok_or_else(unauthenticated)?;
+        if session.revoked_at.is_some() || session.expires_at <= now {
+            return Err(unauthenticated());
+        }
+        let user = staff_user::Entity::find_by_id(user_id).one(&self.db).await?.ok_or_else(unauthenticated)?;
+        if user.disabled_at.is_some() {
+            return Err(unauthenticated());
+        }
+        Ok(Actor {
+            vendor_id: user.vendor_id,
+            role: user.role,
+            kind: ActorKind::Staff { user_id: user.id, session_id: session.id },
+            label: user.email,
+            request_id,
+        })
+    }
+
+    /// Ends the caller's session.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the caller is not a staff session.
+    pub async fn logout(&self, actor: &Actor) -> Result<()> {
+        let ActorKind::Staff { session_id, .. } = &actor.kind else {
+            return Err(Error::InvalidInput("only a staff session can log out".into()));
+        };
+        let now = self.clock.now();
+        let tx = begin_write(&self.db).await?;
+        staff_session::Entity::update_many()
+            .col_expr(staff_session::Column::RevokedAt, Some(now).into())
+            .filter(staff_session::Column::Id.eq(session_id))
+            .exec(&tx)
+            .await?;
+        audit::record(&tx, actor, now, Change {
+            action: "staff.logout",
+            target_kind: "staff_session",
+            target_id: Some(session_id),
+            before: json!({ "revoked_at": null }),
+            after: json!({ "revoked_at": now }),
+        })
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

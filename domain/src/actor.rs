@@ -1,0 +1,177 @@
+//! Who is calling: the vendor they act for, their role, and what each role may do.
+
+use entity::enums::Role;
+
+use crate::{Error, Result};
+
+/// How the caller authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActorKind {
+    /// A staff user with a session JWT.
+    Staff {
+        /// The staff user.
+        user_id: String,
+        /// The session (the JWT's `jti`).
+        session_id: String,
+    },
+    /// An API token.
+    Token {
+        /// The token's id.
+        token_id: String,
+    },
+    /// The system itself (first start, workers, command line).
+    System,
+}
+
+/// An authenticated caller, always scoped to one vendor.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// The vendor every read and write is scoped to.
+    pub vendor_id: String,
+    /// The caller's role.
+    pub role: Role,
+    /// How the caller authenticated.
+    pub kind: ActorKind,
+    /// A readable name for the audit log (an email or a token name).
+    pub label: String,
+    /// The HTTP request this call belongs to, for the audit log.
+    pub request_id: Option<String>,
+}
+
+/// Something a caller may be allowed to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// Read anything of the vendor's.
+    Read,
+    /// See license keys in full.
+    RevealLicenseKeys,
+    /// Create products and policies.
+    ManageCatalog,
+    /// Upsert customers; issue, update, renew and revoke licenses.
+    ManageLicenses,
+    /// Suspend and reinstate licenses, release devices, acknowledge alerts and anomalies.
+    Support,
+    /// Create and revoke API tokens and staff users.
+    ManageAccess,
+    /// Change vendor settings and rotate signing keys.
+    ManageVendor,
+}
+
+/// Whether `role` has `capability`. This table is the whole authorisation policy.
+#[must_use]
+pub fn allows(role: Role, capability: Capability) -> bool {
+    use Capability as C;
+    use Role as R;
+    match capability {
+        C::Read => true,
+        C::RevealLicenseKeys => matches!(role, R::Owner | R::Admin | R::Support),
+        C::ManageCatalog | C::ManageLicenses => matches!(role, R::Owner | R::Admin | R::Integration),
+        C::Support => matches!(role, R::Owner | R::Admin | R::Support | R::Integration),
+        C::ManageAccess | C::ManageVendor => matches!(role, R::Owner | R::Admin),
+    }
+}
+
+/// Whether a caller with role `granter` may hand out role `granted` (to a token or a user):
+/// owners grant anything, admins anything but owner, nobody else grants.
+#[must_use]
+pub fn can_grant(granter: Role, granted: Role) -> bool {
+    match granter {
+        Role::Owner => true,
+        Role::Admin => granted != Role::Owner,
+        Role::Support | Role::Integration | Role::ReadOnly => false,
+    }
+}
+
+impl Actor {
+    /// The system acting for a vendor (first start, command line, workers).
+    #[must_use]
+    pub fn system(vendor_id: &str) -> Self {
+        Self {
+            vendor_id: vendor_id.to_owned(),
+            role: Role::Owner,
+            kind: ActorKind::System,
+            label: "system".into(),
+            request_id: None,
+        }
+    }
+
+    /// Fails with [`Error::Forbidden`] unless the caller's role has `capability`.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`].
+    pub fn require(&self, capability: Capability) -> Result<()> {
+        if allows(self.role, capability) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!(
+                "the {} role may not do this",
+                role_name(self.role)
+            )))
+        }
+    }
+
+    /// Whether the caller's role has `capability`.
+    #[must_use]
+    pub fn can(&self, capability: Capability) -> bool {
+        allows(self.role, capability)
+    }
+
+    /// `(kind, id)` of the actor as stored in the audit log.
+    #[must_use]
+    pub fn audit_identity(&self) -> (&'static str, Option<&str>) {
+        match &self.kind {
+            ActorKind::Staff { user_id, .. } => ("staff", Some(user_id)),
+            ActorKind::Token { token_id } => ("token", Some(token_id)),
+            ActorKind::System => ("system", None),
+        }
+    }
+}
+
+/// The role's name as written in the API (`READ_ONLY`).
+#[must_use]
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Owner => "OWNER",
+        Role::Admin => "ADMIN",
+        Role::Support => "SUPPORT",
+        Role::Integration => "INTEGRATION",
+        Role::ReadOnly => "READ_ONLY",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_only_reads_and_nothing_else() {
+        for cap in [
+            Capability::RevealLicenseKeys,
+            Capability::ManageCatalog,
+            Capability::ManageLicenses,
+            Capability::Support,
+            Capability::ManageAccess,
+            Capability::ManageVendor,
+        ] {
+            assert!(!allows(Role::ReadOnly, cap), "{cap:?}");
+        }
+        assert!(allows(Role::ReadOnly, Capability::Read));
+    }
+
+    #[test]
+    fn integration_cannot_touch_access_or_settings() {
+        assert!(allows(Role::Integration, Capability::ManageLicenses));
+        assert!(!allows(Role::Integration, Capability::ManageAccess));
+        assert!(!allows(Role::Integration, Capability::ManageVendor));
+        assert!(!allows(Role::Integration, Capability::RevealLicenseKeys));
+    }
+
+    #[test]
+    fn nobody_grants_above_themselves() {
+        assert!(can_grant(Role::Owner, Role::Owner));
+        assert!(!can_grant(Role::Admin, Role::Owner));
+        assert!(can_grant(Role::Admin, Role::Admin));
+        assert!(!can_grant(Role::Support, Role::ReadOnly));
+        assert!(!can_grant(Role::Integration, Role::Integration));
+    }
+}

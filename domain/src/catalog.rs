@@ -1,0 +1,263 @@
+//! The catalog: products and the policies licenses are issued under.
+
+use entity::enums::{DeadDeviceAction, DeploymentMode, ResetPeriod};
+use entity::{policy, product};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::audit::{self, Change};
+use crate::db::begin_write;
+use crate::page::{self, Order, Page, PageRequest};
+use crate::{Actor, Capability, Domain, Error, Result, new_id, newtypes};
+
+/// Offline grace when the policy names none: 7 days.
+pub const DEFAULT_GRACE_SECONDS: i64 = 604_800;
+/// Refresh-by horizon of license files when the policy names none: 30 days.
+pub const DEFAULT_LICENSE_FILE_TTL_SECONDS: i64 = 2_592_000;
+
+/// A consumption meter of a policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meter {
+    /// Meter code (`api-calls`).
+    pub code: String,
+    /// Allowed use per period; `None` = unlimited.
+    pub limit: Option<i64>,
+    /// When usage starts again from zero.
+    pub reset_period: ResetPeriod,
+    /// Use allowed beyond `limit` before recording is refused.
+    pub overage_limit: i64,
+}
+
+/// A policy to create; `None` takes the documented default.
+#[derive(Debug, Clone, Default)]
+pub struct NewPolicy {
+    /// The product it belongs to.
+    pub product_id: String,
+    /// Display name.
+    pub name: String,
+    /// License duration; `None` = perpetual.
+    pub duration_seconds: Option<i64>,
+    /// Trial policy (needs a duration).
+    pub trial: Option<bool>,
+    /// Seat cap; `None` = unlimited.
+    pub max_activations: Option<i32>,
+    /// Floating seats (reclaimed from dead devices).
+    pub floating: Option<bool>,
+    /// Online, offline or hybrid (default online).
+    pub deployment_mode: Option<DeploymentMode>,
+    /// Heartbeat interval; `None` = none required.
+    pub heartbeat_interval_seconds: Option<i64>,
+    /// What a dead device's seat does (default: release when floating, else keep).
+    pub dead_device_action: Option<DeadDeviceAction>,
+    /// Offline grace (default 7 days).
+    pub grace_seconds: Option<i64>,
+    /// License-file refresh horizon (default 30 days).
+    pub license_file_ttl_seconds: Option<i64>,
+    /// k-of-n fingerprint component rule; `None` = exact fingerprint.
+    pub min_component_matches: Option<i32>,
+    /// Entitlement codes.
+    pub entitlements: Vec<String>,
+    /// Consumption meters.
+    pub meters: Vec<Meter>,
+    /// Backed by a billing subscription.
+    pub subscription_backed: Option<bool>,
+}
+
+/// The meters stored on a policy.
+#[must_use]
+pub fn policy_meters(policy: &policy::Model) -> Vec<Meter> {
+    serde_json::from_value(policy.meters.clone()).unwrap_or_default()
+}
+
+/// A JSON array of strings stored in a column, read back.
+#[must_use]
+pub fn string_list(value: &serde_json::Value) -> Vec<String> {
+    serde_json::from_value(value.clone()).unwrap_or_default()
+}
+
+fn positive(field: &str, value: Option<i64>, min: i64) -> Result<Option<i64>> {
+    match value {
+        Some(v) if v < min => Err(Error::InvalidInput(format!("{field} must be at least {min}"))),
+        other => Ok(other),
+    }
+}
+
+fn policy_json(p: &policy::Model) -> serde_json::Value {
+    json!({
+        "product_id": p.product_id, "name": p.name, "duration_seconds": p.duration_seconds, "trial": p.trial,
+        "max_activations": p.max_activations, "floating": p.floating, "deployment_mode": p.deployment_mode,
+        "heartbeat_interval_seconds": p.heartbeat_interval_seconds, "dead_device_action": p.dead_device_action,
+        "grace_seconds": p.grace_seconds, "license_file_ttl_seconds": p.license_file_ttl_seconds,
+        "min_component_matches": p.min_component_matches, "entitlements": p.entitlements, "meters": p.meters,
+        "subscription_backed": p.subscription_backed,
+    })
+}
+
+impl Domain {
+    /// Creates a product.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`], or [`Error::InvalidInput`] for a bad name or a code in use.
+    pub async fn create_product(&self, actor: &Actor, name: &str, code: &str) -> Result<product::Model> {
+        actor.require(Capability::ManageCatalog)?;
+        let name = newtypes::text("name", name, 200)?;
+        let code = newtypes::code("code", code)?;
+        let now = self.clock.now();
+        let tx = begin_write(&self.db).await?;
+        let taken = product::Entity::find()
+            .filter(product::Column::VendorId.eq(&actor.vendor_id))
+            .filter(product::Column::Code.eq(&code))
+            .one(&tx)
+            .await?;
+        if taken.is_some() {
+            return Err(Error::InvalidInput(format!("product code {code:?} is in use")));
+        }
+        let product = product::ActiveModel {
+            id: Set(new_id()),
+            vendor_id: Set(actor.vendor_id.clone()),
+            name: Set(name),
+            code: Set(code),
+            metadata: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&tx)
+        .await?;
+        audit::record(&tx, actor, now, Change {
+            action: "product.create",
+            target_kind: "product",
+            target_id: Some(&product.id),
+            before: json!({}),
+            after: json!({ "name": product.name, "code": product.code }),
+        })
+        .await?;
+        tx.commit().await?;
+        Ok(product)
+    }
+
+    /// The vendor's products, oldest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn products(&self, actor: &Actor, request: &PageRequest) -> Result<Page<product::Model>> {
+        actor.require(Capability::Read)?;
+        let select = product::Entity::find().filter(product::Column::VendorId.eq(&actor.vendor_id));
+        page::fetch(&self.db, select, product::Column::Id, request, Order::OldestFirst).await
+    }
+
+    /// Products by id (for a DataLoader); foreign ids are simply absent.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn products_by_ids(&self, actor: &Actor, ids: &[String]) -> Result<Vec<product::Model>> {
+        Ok(product::Entity::find()
+            .filter(product::Column::VendorId.eq(&actor.vendor_id))
+            .filter(product::Column::Id.is_in(ids.iter().map(String::as_str)))
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Creates a policy, filling the documented defaults.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`]; [`Error::NotFound`] for a product of another vendor;
+    /// [`Error::InvalidInput`] when a value is out of range or the rules contradict each other.
+    pub async fn create_policy(&self, actor: &Actor, new: NewPolicy) -> Result<policy::Model> {
+        actor.require(Capability::ManageCatalog)?;
+        let name = newtypes::text("name", &new.name, 200)?;
+        let duration_seconds = positive("durationSeconds", new.duration_seconds, 60)?;
+        let trial = new.trial.unwrap_or(false);
+        if trial && duration_seconds.is_none() {
+            return Err(Error::InvalidInput("a trial policy needs durationSeconds".into()));
+        }
+        let max_activations = positive("maxActivations", new.max_activations.map(i64::from), 1)?;
+        let heartbeat = positive("heartbeatIntervalSeconds", new.heartbeat_interval_seconds, 10)?;
+        let grace_seconds = positive("graceSeconds", new.grace_seconds, 0)?.unwrap_or(DEFAULT_GRACE_SECONDS);
+        let ttl = positive("licenseFileTtlSeconds", new.license_file_ttl_seconds, 60)?
+            .unwrap_or(DEFAULT_LICENSE_FILE_TTL_SECONDS);
+        let min_matches = positive("minComponentMatches", new.min_component_matches.map(i64::from), 1)?;
+        let floating = new.floating.unwrap_or(false);
+        let dead_device_action = new.dead_device_action.unwrap_or(if floating {
+            DeadDeviceAction::ReleaseSeat
+        } else {
+            DeadDeviceAction::KeepSeat
+        });
+        let entitlements = newtypes::codes("entitlements", &new.entitlements)?;
+        let mut meters: Vec<Meter> = Vec::with_capacity(new.meters.len());
+        for meter in new.meters {
+            let code = newtypes::code("meter code", &meter.code)?;
+            if meters.iter().any(|m| m.code == code) {
+                return Err(Error::InvalidInput(format!("meter {code} is listed twice")));
+            }
+            positive("meter limit", meter.limit, 0)?;
+            positive("meter overageLimit", Some(meter.overage_limit), 0)?;
+            meters.push(Meter { code, ..meter });
+        }
+        let now = self.clock.now();
+        let tx = begin_write(&self.db).await?;
+        product::Entity::find_by_id(&new.product_id)
+            .filter(product::Column::VendorId.eq(&actor.vendor_id))
+            .one(&tx)
+            .await?
+            .ok_or(Error::NotFound("product"))?;
+        let policy = policy::ActiveModel {
+            id: Set(new_id()),
+            vendor_id: Set(actor.vendor_id.clone()),
+            product_id: Set(new.product_id),
+            name: Set(name),
+            duration_seconds: Set(duration_seconds),
+            trial: Set(trial),
+            max_activations: Set(max_activations.and_then(|n| i32::try_from(n).ok())),
+            floating: Set(floating),
+            deployment_mode: Set(new.deployment_mode.unwrap_or(DeploymentMode::Online)),
+            heartbeat_interval_seconds: Set(heartbeat),
+            dead_device_action: Set(dead_device_action),
+            grace_seconds: Set(grace_seconds),
+            license_file_ttl_seconds: Set(ttl),
+            min_component_matches: Set(min_matches.and_then(|n| i32::try_from(n).ok())),
+            entitlements: Set(json!(entitlements)),
+            meters: Set(serde_json::to_value(&meters).map_err(|e| Error::Internal(e.to_string()))?),
+            subscription_backed: Set(new.subscription_backed.unwrap_or(false)),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&tx)
+        .await?;
+        audit::record(&tx, actor, now, Change {
+            action: "policy.create",
+            target_kind: "policy",
+            target_id: Some(&policy.id),
+            before: json!({}),
+            after: policy_json(&policy),
+        })
+        .await?;
+        tx.commit().await?;
+        Ok(policy)
+    }
+
+    /// The vendor's policies, oldest first, optionally of one product.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn policies(&self, actor: &Actor, product_id: Option<&str>, request: &PageRequest) -> Result<Page<policy::Model>> {
+        actor.require(Capability::Read)?;
+        let mut select = policy::Entity::find().filter(policy::Column::VendorId.eq(&actor.vendor_id));
+        if let Some(product_id) = product_id {
+            select = select.filter(policy::Column::ProductId.eq(product_id));
+        }
+        page::fetch(&self.db, select, policy::Column::Id, request, Order::OldestFirst).await
+    }
+
+    /// Policies by id (for a DataLoader).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn policies_by_ids(&self, actor: &Actor, ids: &[String]) -> Result<Vec<policy::Model>> {
+        Ok(policy::Entity::find()
+            .filter(policy::Column::VendorId.eq(&actor.vendor_id))
+            .filter(policy::Column::Id.is_in(ids.iter().map(String::as_str)))
+            .all(&self.db)
+            .await?)
+    }
+}

@@ -1,0 +1,55 @@
+//! The licensing use cases over the database.
+//!
+//! [`Domain`] is the one handle every binary builds: a database connection, the master
+//! secret and a clock. Each module adds the use cases of one resource as `impl Domain` methods
+//! (`licenses.rs` issues, renews, suspends...), takes an [`Actor`] for authorisation and tenancy,
+//! writes its audit event in the same transaction as the change, and returns [`Error`].
+//! Nothing here knows HTTP, GraphQL or SMTP.
+
+pub mod access;
+pub mod actor;
+pub mod audit;
+pub mod catalog;
+pub mod clock;
+pub mod customers;
+pub mod db;
+pub mod error;
+mod idempotency;
+pub mod licenses;
+pub mod newtypes;
+pub mod page;
+pub mod secrets;
+pub mod vendors;
+
+pub use actor::{Actor, ActorKind, Capability};
+pub use clock::Clock;
+pub use entity::enums::Role;
+pub use error::{Error, Result};
+pub use secrets::MasterSecret;
+
+use sea_orm::DatabaseConnection;
+
+/// Everything a use case needs: the database, the master secret and the clock.
+#[derive(Clone)]
+pub struct Domain {
+    /// The licensing database (SQLite or PostgreSQL).
+    pub db: DatabaseConnection,
+    /// Keys derived from the master secret.
+    pub secrets: MasterSecret,
+    /// Where "now" comes from.
+    pub clock: Clock,
+}
+
+impl Domain {
+    /// Builds the handle from its parts.
+    #[must_use]
+    pub fn new(db: DatabaseConnection, secrets: MasterSecret, clock: Clock) -> Self {
+        Self { db, secrets, clock }
+    }
+}
+
+/// A new time-ordered id (UUIDv7 text), used as the primary key of every row.
+#[must_use]
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

@@ -1,0 +1,28 @@
+//! `alerts`: Something staff should know about.
+
+use sea_orm::entity::prelude::*;
+use crate::enums::AlertKind;
+
+/// Something staff should know about.
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "alerts")]
+pub struct Model {
+    /// UUIDv7 text id.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub vendor_id: String,
+    pub kind: AlertKind,
+    pub message: String,
+    pub license_id: Option<String>,
+    pub device_id: Option<String>,
+    pub dedupe_key: Option<String>,
+    pub created_at: DateTimeUtc,
+    pub acknowledged_at: Option<DateTimeUtc>,
+    pub acknowledged_by: Option<String>,
+}
+
+/// Tables this one points to.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

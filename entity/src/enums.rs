@@ -1,0 +1,203 @@
+//! Enums stored as short strings, shared by every table that holds them.
+
+use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// A staff user's or API token's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Role {
+    /// Everything, including other owners.
+    #[sea_orm(string_value = "OWNER")]
+    Owner,
+    /// Everything but creating owners.
+    #[sea_orm(string_value = "ADMIN")]
+    Admin,
+    /// Customer-success staff: read, suspend and reinstate, release seats, acknowledge.
+    #[sea_orm(string_value = "SUPPORT")]
+    Support,
+    /// ERP/CRM integrations: catalog, customers and licenses; no tokens, staff or settings.
+    #[sea_orm(string_value = "INTEGRATION")]
+    Integration,
+    /// Read only.
+    #[sea_orm(string_value = "READ_ONLY")]
+    ReadOnly,
+}
+
+/// Where a device may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeploymentMode {
+    /// Activation and validation over the network.
+    #[sea_orm(string_value = "ONLINE")]
+    Online,
+    /// Activation by files only.
+    #[sea_orm(string_value = "OFFLINE")]
+    Offline,
+    /// Either.
+    #[sea_orm(string_value = "HYBRID")]
+    Hybrid,
+}
+
+/// How often a meter's usage starts again from zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ResetPeriod {
+    /// Never resets.
+    #[sea_orm(string_value = "NEVER")]
+    Never,
+    /// Every UTC day.
+    #[sea_orm(string_value = "DAILY")]
+    Daily,
+    /// Every ISO week.
+    #[sea_orm(string_value = "WEEKLY")]
+    Weekly,
+    /// Every calendar month.
+    #[sea_orm(string_value = "MONTHLY")]
+    Monthly,
+    /// Every calendar year.
+    #[sea_orm(string_value = "YEARLY")]
+    Yearly,
+}
+
+/// What happens to the seat of a device that stopped heartbeating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeadDeviceAction {
+    /// The seat is freed.
+    #[sea_orm(string_value = "RELEASE_SEAT")]
+    ReleaseSeat,
+    /// The seat stays taken.
+    #[sea_orm(string_value = "KEEP_SEAT")]
+    KeepSeat,
+}
+
+/// A license's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LicenseStatus {
+    /// In force.
+    #[sea_orm(string_value = "ACTIVE")]
+    Active,
+    /// Paused by staff or billing; can be reinstated.
+    #[sea_orm(string_value = "SUSPENDED")]
+    Suspended,
+    /// Ended for good.
+    #[sea_orm(string_value = "REVOKED")]
+    Revoked,
+    /// Past its expiry.
+    #[sea_orm(string_value = "EXPIRED")]
+    Expired,
+}
+
+/// A device's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeviceStatus {
+    /// Activated and current.
+    #[sea_orm(string_value = "ACTIVE")]
+    Active,
+    /// The license changed since the device's file; it should fetch a new one.
+    #[sea_orm(string_value = "PENDING_SYNC")]
+    PendingSync,
+    /// Checked out for off-network use.
+    #[sea_orm(string_value = "CHECKED_OUT")]
+    CheckedOut,
+    /// Stopped heartbeating past its deadline.
+    #[sea_orm(string_value = "DEAD")]
+    Dead,
+    /// Deactivated or released; holds no seat.
+    #[sea_orm(string_value = "RELEASED")]
+    Released,
+}
+
+/// What kind of suspicious consumption an anomaly describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(32))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AnomalyKind {
+    /// Usage far above the license's normal rate.
+    #[sea_orm(string_value = "USAGE_SPIKE")]
+    UsageSpike,
+    /// The device's clock went backwards.
+    #[sea_orm(string_value = "CLOCK_TAMPER")]
+    ClockTamper,
+    /// An older copy of the usage ledger was restored.
+    #[sea_orm(string_value = "LEDGER_ROLLBACK")]
+    LedgerRollback,
+    /// Two diverging copies of one ledger.
+    #[sea_orm(string_value = "LEDGER_FORK")]
+    LedgerFork,
+    /// Records missing from a ledger.
+    #[sea_orm(string_value = "LEDGER_GAP")]
+    LedgerGap,
+    /// Many activations in a short time.
+    #[sea_orm(string_value = "ACTIVATION_BURST")]
+    ActivationBurst,
+    /// A device's fingerprint components keep changing.
+    #[sea_orm(string_value = "FINGERPRINT_DRIFT")]
+    FingerprintDrift,
+    /// Usage reported by a device marked dead.
+    #[sea_orm(string_value = "USAGE_WHILE_DEAD")]
+    UsageWhileDead,
+}
+
+/// Whether staff looked at an anomaly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AnomalyStatus {
+    /// Not yet acknowledged.
+    #[sea_orm(string_value = "OPEN")]
+    Open,
+    /// Acknowledged by staff.
+    #[sea_orm(string_value = "ACKNOWLEDGED")]
+    Acknowledged,
+}
+
+/// What an alert to staff is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(32))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AlertKind {
+    /// A device stopped heartbeating.
+    #[sea_orm(string_value = "DEVICE_DEAD")]
+    DeviceDead,
+    /// A license's seats are all taken.
+    #[sea_orm(string_value = "ACTIVATION_LIMIT_REACHED")]
+    ActivationLimitReached,
+    /// An anomaly was detected.
+    #[sea_orm(string_value = "ANOMALY")]
+    Anomaly,
+    /// A billing subscription changed a license.
+    #[sea_orm(string_value = "SUBSCRIPTION_CHANGED")]
+    SubscriptionChanged,
+    /// A license expires soon.
+    #[sea_orm(string_value = "LICENSE_EXPIRING")]
+    LicenseExpiring,
+    /// An email could not be delivered.
+    #[sea_orm(string_value = "EMAIL_FAILED")]
+    EmailFailed,
+}
+
+/// Delivery state of an outbox email.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EmailStatus {
+    /// Waiting to be sent (or retried).
+    #[sea_orm(string_value = "PENDING")]
+    Pending,
+    /// Accepted by the mail transport.
+    #[sea_orm(string_value = "SENT")]
+    Sent,
+    /// Given up on.
+    #[sea_orm(string_value = "DEAD")]
+    Dead,
+}

@@ -1,0 +1,16 @@
+//! Database migrations, one file per change, run on SQLite and PostgreSQL alike.
+//! A merged migration is never edited: add a new one.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_create_data_model;
+
+/// Every migration of the licensing database, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_create_data_model::Migration)]
+    }
+}
