@@ -44,8 +44,12 @@ pub fn session_token(domain: &Domain, session: &Session, now: DateTime<Utc>) -> 
     };
     let mut header = Header::new(ALGORITHM);
     header.kid = Some(SESSION_KID.into());
-    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(domain.secrets.session_signing_key()))
-        .map_err(|e| domain::Error::Internal(format!("signing a session token: {e}")))
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_secret(domain.secrets.session_signing_key()),
+    )
+    .map_err(|e| domain::Error::Internal(format!("signing a session token: {e}")))
 }
 
 /// The caller behind a bearer token: an API token or a staff session JWT.
@@ -66,12 +70,20 @@ pub async fn authenticate(domain: &Domain, bearer: &str, request_id: Option<Stri
     validation.set_audience(&[AUDIENCE]);
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     validation.leeway = 60;
-    let data = jsonwebtoken::decode::<Claims>(bearer, &DecodingKey::from_secret(domain.secrets.session_signing_key()), &validation)
-        .map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => domain::Error::Unauthenticated("the session has expired; log in again".into()),
-            _ => invalid("bad signature or claims"),
-        })?;
-    let actor = domain.authenticate_session(&data.claims.jti, &data.claims.sub, request_id).await?;
+    let data = jsonwebtoken::decode::<Claims>(
+        bearer,
+        &DecodingKey::from_secret(domain.secrets.session_signing_key()),
+        &validation,
+    )
+    .map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+            domain::Error::Unauthenticated("the session has expired; log in again".into())
+        }
+        _ => invalid("bad signature or claims"),
+    })?;
+    let actor = domain
+        .authenticate_session(&data.claims.jti, &data.claims.sub, request_id)
+        .await?;
     if actor.vendor_id != data.claims.vid {
         return Err(invalid("vendor mismatch"));
     }

@@ -43,8 +43,8 @@ impl Config {
     pub fn from_env() -> anyhow::Result<Self> {
         let data_dir = PathBuf::from(env("DATA_DIR").unwrap_or_else(|| "./data".into()));
         std::fs::create_dir_all(&data_dir).with_context(|| format!("creating DATA_DIR {}", data_dir.display()))?;
-        let database_url = env("DATABASE_URL")
-            .unwrap_or_else(|| format!("sqlite://{}/licensing.db?mode=rwc", data_dir.display()));
+        let database_url =
+            env("DATABASE_URL").unwrap_or_else(|| format!("sqlite://{}/licensing.db?mode=rwc", data_dir.display()));
         let production = match env("LICENSING_ENV").as_deref() {
             None | Some("development") => false,
             Some("production") => true,
@@ -87,7 +87,10 @@ fn generated_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 fn hex_secret() -> String {
-    domain::secrets::random_bytes::<32>().iter().map(|b| format!("{b:02x}")).collect()
+    domain::secrets::random_bytes::<32>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Writes `contents` to a new file readable only by its owner (mode 0600).

@@ -17,7 +17,7 @@ use tracing::Instrument as _;
 use crate::graphql::context::{Caller, ClientIp, RequestId};
 use crate::graphql::error::ErrorCode;
 use crate::graphql::loaders::Loaders;
-use crate::graphql::{AppSchema, mask_errors};
+use crate::graphql::{Schemas, mask_errors};
 use crate::metrics::Metrics;
 
 /// Largest request body accepted (checked before parsing).
@@ -30,8 +30,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct AppState {
     /// The use cases.
     pub domain: Domain,
-    /// The GraphQL schema.
-    pub schema: AppSchema,
+    /// The GraphQL schemas.
+    pub schemas: Schemas,
     /// Prometheus metrics.
     pub metrics: Metrics,
 }
@@ -50,7 +50,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 ///
 /// # Errors
 /// Whatever the inner service returns.
-pub async fn observe(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let request_id = uuid::Uuid::now_v7().to_string();
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
@@ -58,17 +61,26 @@ pub async fn observe(req: ServiceRequest, next: Next<impl MessageBody>) -> Resul
     let started = Instant::now();
     let mut res = next.call(req).await?;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
-        res.headers_mut().insert(header::HeaderName::from_static("x-request-id"), value);
+        res.headers_mut()
+            .insert(header::HeaderName::from_static("x-request-id"), value);
     }
     if let Some(metrics) = metrics {
-        metrics.http_requests.with_label_values(&[route.as_str(), res.status().as_str()]).inc();
-        metrics.http_latency.with_label_values(&[route.as_str()]).observe(started.elapsed().as_secs_f64());
+        metrics
+            .http_requests
+            .with_label_values(&[route.as_str(), res.status().as_str()])
+            .inc();
+        metrics
+            .http_latency
+            .with_label_values(&[route.as_str()])
+            .observe(started.elapsed().as_secs_f64());
     }
     Ok(res)
 }
 
 fn request_id(req: &HttpRequest) -> String {
-    req.extensions().get::<RequestId>().map_or_else(|| uuid::Uuid::now_v7().to_string(), |r| r.0.clone())
+    req.extensions()
+        .get::<RequestId>()
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), |r| r.0.clone())
 }
 
 fn error_body(status: actix_web::http::StatusCode, code: ErrorCode, message: &str) -> HttpResponse {
@@ -81,7 +93,12 @@ async fn caller(state: &AppState, req: &HttpRequest, request_id: &str) -> Caller
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Caller::Anonymous;
     };
-    let Some(bearer) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim) else {
+    let Some(bearer) = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+    else {
         return Caller::Invalid("use Authorization: Bearer <token>".into());
     };
     match crate::auth::authenticate(&state.domain, bearer, Some(request_id.to_owned())).await {
@@ -97,19 +114,29 @@ async fn caller(state: &AppState, req: &HttpRequest, request_id: &str) -> Caller
     }
 }
 
-async fn execute(state: &AppState, req: &HttpRequest, request: async_graphql::Request) -> HttpResponse {
+async fn execute(state: &AppState, req: &HttpRequest, mut request: async_graphql::Request) -> HttpResponse {
     let request_id = request_id(req);
     let span = tracing::info_span!("graphql", request_id = %request_id);
     async {
         let caller = caller(state, req, &request_id).await;
-        let ip = req.connection_info().realip_remote_addr().unwrap_or("unknown").to_owned();
-        let request = request.data(caller).data(ClientIp(ip)).data(RequestId(request_id.clone()));
-        let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, state.schema.execute(request)).await {
+        let ip = req
+            .connection_info()
+            .realip_remote_addr()
+            .unwrap_or("unknown")
+            .to_owned();
+        let schema = state.schemas.for_request(&mut request);
+        let request = request
+            .data(caller)
+            .data(ClientIp(ip))
+            .data(RequestId(request_id.clone()));
+        let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, schema.execute(request)).await {
             Ok(response) => response,
             Err(_) => {
                 tracing::warn!("request timed out");
                 let mut err = async_graphql::ServerError::new("the request took too long", None);
-                err.extensions.get_or_insert_with(Default::default).set("code", ErrorCode::Internal.as_str());
+                err.extensions
+                    .get_or_insert_with(Default::default)
+                    .set("code", ErrorCode::Internal.as_str());
                 async_graphql::Response::from_errors(vec![err])
             }
         };
@@ -119,10 +146,14 @@ async fn execute(state: &AppState, req: &HttpRequest, request: async_graphql::Re
                 state.metrics.graphql_errors.with_label_values(&[code.as_str()]).inc();
             }
         }
-        let retry_after = response.errors.iter().find_map(|e| match e.extensions.as_ref().and_then(|x| x.get("retryAfter")) {
-            Some(async_graphql::Value::Number(n)) => n.as_u64(),
-            _ => None,
-        });
+        let retry_after =
+            response
+                .errors
+                .iter()
+                .find_map(|e| match e.extensions.as_ref().and_then(|x| x.get("retryAfter")) {
+                    Some(async_graphql::Value::Number(n)) => n.as_u64(),
+                    _ => None,
+                });
         let mut http = HttpResponse::Ok();
         if let Some(seconds) = retry_after {
             http.insert_header((header::RETRY_AFTER, seconds.to_string()));
@@ -136,15 +167,29 @@ async fn execute(state: &AppState, req: &HttpRequest, request: async_graphql::Re
 async fn graphql_post(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     let value: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
-        Err(_) => return error_body(actix_web::http::StatusCode::BAD_REQUEST, ErrorCode::InvalidInput, "the body is not valid JSON"),
+        Err(_) => {
+            return error_body(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidInput,
+                "the body is not valid JSON",
+            );
+        }
     };
     if value.is_array() {
-        return error_body(actix_web::http::StatusCode::BAD_REQUEST, ErrorCode::InvalidInput, "batched operations are not accepted; send one operation per request");
+        return error_body(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidInput,
+            "batched operations are not accepted; send one operation per request",
+        );
     }
     let request: async_graphql::Request = match serde_json::from_value(value) {
         Ok(request) => request,
         Err(_) => {
-            return error_body(actix_web::http::StatusCode::BAD_REQUEST, ErrorCode::InvalidInput, "the body must be {\"query\", \"variables\", \"operationName\"}");
+            return error_body(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidInput,
+                "the body must be {\"query\", \"variables\", \"operationName\"}",
+            );
         }
     };
     execute(&state, &req, request).await
@@ -160,28 +205,54 @@ struct GetParams {
 
 /// GraphiQL without a `query` parameter; otherwise the query runs, but never a mutation.
 async fn graphql_get(state: web::Data<AppState>, req: HttpRequest, params: web::Query<GetParams>) -> HttpResponse {
-    let GetParams { query, variables, operation_name } = params.into_inner();
+    let GetParams {
+        query,
+        variables,
+        operation_name,
+    } = params.into_inner();
     let Some(query) = query else {
-        return HttpResponse::Ok()
-            .content_type("text/html; charset=utf-8")
-            .body(GraphiQLSource::build().endpoint("/graphql").title("licensing GraphiQL").finish());
+        return HttpResponse::Ok().content_type("text/html; charset=utf-8").body(
+            GraphiQLSource::build()
+                .endpoint("/graphql")
+                .title("licensing GraphiQL")
+                .finish(),
+        );
     };
-    let Ok(document) = async_graphql::parser::parse_query(&query) else {
-        return error_body(actix_web::http::StatusCode::BAD_REQUEST, ErrorCode::InvalidInput, "the query does not parse");
-    };
-    let is_mutation = document.operations.iter().any(|(name, op)| {
-        op.node.ty != OperationType::Query && (operation_name.is_none() || name.map(|n| n.as_str()) == operation_name.as_deref())
-    });
-    if is_mutation {
-        return error_body(actix_web::http::StatusCode::METHOD_NOT_ALLOWED, ErrorCode::InvalidInput, "only queries may be sent with GET; send mutations with POST");
-    }
-    let variables = match variables.as_deref().map(serde_json::from_str::<serde_json::Value>).transpose() {
+    let variables = match variables
+        .as_deref()
+        .map(serde_json::from_str::<serde_json::Value>)
+        .transpose()
+    {
         Ok(v) => v.map(async_graphql::Variables::from_json).unwrap_or_default(),
-        Err(_) => return error_body(actix_web::http::StatusCode::BAD_REQUEST, ErrorCode::InvalidInput, "variables is not JSON"),
+        Err(_) => {
+            return error_body(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidInput,
+                "variables is not JSON",
+            );
+        }
     };
     let mut request = async_graphql::Request::new(query).variables(variables);
-    if let Some(name) = operation_name {
+    if let Some(name) = &operation_name {
         request = request.operation_name(name);
+    }
+    let Ok(document) = request.parsed_query() else {
+        return error_body(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidInput,
+            "the query does not parse",
+        );
+    };
+    let is_mutation = document.operations.iter().any(|(name, op)| {
+        op.node.ty != OperationType::Query
+            && (operation_name.is_none() || name.map(|n| n.as_str()) == operation_name.as_deref())
+    });
+    if is_mutation {
+        return error_body(
+            actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::InvalidInput,
+            "only queries may be sent with GET; send mutations with POST",
+        );
     }
     execute(&state, &req, request).await
 }
@@ -202,5 +273,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
 }

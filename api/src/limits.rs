@@ -16,7 +16,11 @@ impl RateLimiter {
     /// A limiter of `max` attempts per `window`.
     #[must_use]
     pub fn new(max: usize, window: Duration) -> Self {
-        Self { max, window, attempts: Mutex::new(HashMap::new()) }
+        Self {
+            max,
+            window,
+            attempts: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Counts an attempt for `key`; `Err(seconds)` says how long to wait when over the limit.

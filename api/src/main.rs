@@ -34,7 +34,9 @@ enum Command {
 }
 
 async fn open_domain(config: &Config) -> anyhow::Result<Domain> {
-    let db = domain::db::connect(&config.database_url).await.context("connecting to DATABASE_URL")?;
+    let db = domain::db::connect(&config.database_url)
+        .await
+        .context("connecting to DATABASE_URL")?;
     domain::db::migrate(&db).await.context("applying migrations")?;
     Ok(Domain::new(db, config.master_secret()?, Clock::System))
 }
@@ -49,9 +51,16 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let domain = open_domain(&config).await?;
     match cli.command.unwrap_or(Command::Serve) {
-        Command::CreateVendor { name, slug, owner_email } => {
+        Command::CreateVendor {
+            name,
+            slug,
+            owner_email,
+        } => {
             let created = domain.create_vendor(&name, &slug, &owner_email).await?;
-            println!("{}", serde_json::json!({ "vendor_id": created.vendor.id, "token": created.owner_token }));
+            println!(
+                "{}",
+                serde_json::json!({ "vendor_id": created.vendor.id, "token": created.owner_token })
+            );
             Ok(())
         }
         Command::Serve => serve(config, domain).await,
@@ -60,14 +69,19 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(config: Config, domain: Domain) -> anyhow::Result<()> {
     if domain.has_no_vendor().await? {
-        let created = domain.create_vendor("Default vendor", "default", "owner@localhost").await?;
+        let created = domain
+            .create_vendor("Default vendor", "default", "owner@localhost")
+            .await?;
         let path = config.data_dir.join("owner-token");
         write_private(&path, &format!("{}\n", created.owner_token))?;
-        println!("Created vendor \"default\". Its OWNER API token (shown once, also in {}):", path.display());
+        println!(
+            "Created vendor \"default\". Its OWNER API token (shown once, also in {}):",
+            path.display()
+        );
         println!("{}", created.owner_token);
     }
     let state = AppState {
-        schema: api::graphql::build_schema(domain.clone(), config.production),
+        schemas: api::graphql::Schemas::new(&domain, config.production),
         domain,
         metrics: api::metrics::Metrics::new()?,
     };

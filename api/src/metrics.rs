@@ -21,17 +21,27 @@ impl Metrics {
     /// A prometheus error if a metric is registered twice.
     pub fn new() -> prometheus::Result<Self> {
         let registry = Registry::new_custom(Some("licensing".into()), None)?;
-        let http_requests = IntCounterVec::new(Opts::new("http_requests_total", "HTTP requests by route and status"), &["route", "status"])?;
+        let http_requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests by route and status"),
+            &["route", "status"],
+        )?;
         let http_latency = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by route")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by route").buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
             &["route"],
         )?;
-        let graphql_errors = IntCounterVec::new(Opts::new("graphql_errors_total", "GraphQL errors by code"), &["code"])?;
+        let graphql_errors =
+            IntCounterVec::new(Opts::new("graphql_errors_total", "GraphQL errors by code"), &["code"])?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_latency.clone()))?;
         registry.register(Box::new(graphql_errors.clone()))?;
-        Ok(Self { registry, http_requests, http_latency, graphql_errors })
+        Ok(Self {
+            registry,
+            http_requests,
+            http_latency,
+            graphql_errors,
+        })
     }
 
     /// The metrics in Prometheus text format.

@@ -1,8 +1,8 @@
 //! Access to a vendor: API tokens (stored only as keyed hashes), staff users with argon2
 //! passwords, login sessions, and turning a credential into an [`Actor`].
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
@@ -130,16 +130,24 @@ impl Domain {
         if new.expires_at.is_some_and(|at| at <= now) {
             return Err(Error::InvalidInput("expiresAt must be in the future".into()));
         }
-        let new = NewApiToken { name: newtypes::text("name", &new.name, 200)?, ..new };
+        let new = NewApiToken {
+            name: newtypes::text("name", &new.name, 200)?,
+            ..new
+        };
         let tx = begin_write(&self.db).await?;
         let (token, secret) = self.insert_api_token(&tx, actor, new, now).await?;
-        audit::record(&tx, actor, now, Change {
-            action: "api_token.create",
-            target_kind: "api_token",
-            target_id: Some(&token.id),
-            before: json!({}),
-            after: token_json(&token),
-        })
+        audit::record(
+            &tx,
+            actor,
+            now,
+            Change {
+                action: "api_token.create",
+                target_kind: "api_token",
+                target_id: Some(&token.id),
+                before: json!({}),
+                after: token_json(&token),
+            },
+        )
         .await?;
         tx.commit().await?;
         Ok((token, secret))
@@ -162,19 +170,27 @@ impl Domain {
             return Ok(token);
         }
         if !can_grant(actor.role, token.role) {
-            return Err(Error::Forbidden(format!("a {} may not revoke an OWNER token", role_name(actor.role))));
+            return Err(Error::Forbidden(format!(
+                "a {} may not revoke an OWNER token",
+                role_name(actor.role)
+            )));
         }
         let before = token_json(&token);
         let mut model: api_token::ActiveModel = token.into();
         model.revoked_at = Set(Some(now));
         let token = model.update(&tx).await?;
-        audit::record(&tx, actor, now, Change {
-            action: "api_token.revoke",
-            target_kind: "api_token",
-            target_id: Some(&token.id),
-            before,
-            after: token_json(&token),
-        })
+        audit::record(
+            &tx,
+            actor,
+            now,
+            Change {
+                action: "api_token.revoke",
+                target_kind: "api_token",
+                target_id: Some(&token.id),
+                before,
+                after: token_json(&token),
+            },
+        )
         .await?;
         tx.commit().await?;
         Ok(token)
@@ -231,7 +247,12 @@ impl Domain {
         user: NewStaffUser,
         now: DateTime<Utc>,
     ) -> Result<staff_user::Model> {
-        let NewStaffUser { email, name, role, password } = user;
+        let NewStaffUser {
+            email,
+            name,
+            role,
+            password,
+        } = user;
         let existing = staff_user::Entity::find()
             .filter(staff_user::Column::VendorId.eq(vendor_id))
             .filter(staff_user::Column::Email.eq(&email))
@@ -271,12 +292,31 @@ impl Domain {
             )));
         }
         let email = newtypes::email(&new.email)?;
-        let name = new.name.as_deref().map(|n| newtypes::text("name", n, 200)).transpose()?;
-        let password = new.password.as_deref().map(newtypes::password).transpose()?.map(str::to_owned);
+        let name = new
+            .name
+            .as_deref()
+            .map(|n| newtypes::text("name", n, 200))
+            .transpose()?;
+        let password = new
+            .password
+            .as_deref()
+            .map(newtypes::password)
+            .transpose()?
+            .map(str::to_owned);
         let now = self.clock.now();
         let tx = begin_write(&self.db).await?;
         let user = self
-            .insert_staff_user(&tx, &actor.vendor_id, NewStaffUser { email, name, role: new.role, password }, now)
+            .insert_staff_user(
+                &tx,
+                &actor.vendor_id,
+                NewStaffUser {
+                    email,
+                    name,
+                    role: new.role,
+                    password,
+                },
+                now,
+            )
             .await?;
         audit::record(&tx, actor, now, Change {
             action: "staff_user.create",
@@ -308,7 +348,9 @@ impl Domain {
         if !is_self {
             actor.require(Capability::ManageAccess)?;
             if !can_grant(actor.role, user.role) {
-                return Err(Error::Forbidden("you may not change the password of a user above your role".into()));
+                return Err(Error::Forbidden(
+                    "you may not change the password of a user above your role".into(),
+                ));
             }
         }
         let had_password = user.password_hash.is_some();
@@ -323,13 +365,18 @@ impl Domain {
             .filter(staff_session::Column::RevokedAt.is_null())
             .exec(&tx)
             .await?;
-        audit::record(&tx, actor, now, Change {
-            action: "staff_user.set_password",
-            target_kind: "staff_user",
-            target_id: Some(&user.id),
-            before: json!({ "password_set": had_password, "password": "(hidden)" }),
-            after: json!({ "password_set": true, "password": "(changed)" }),
-        })
+        audit::record(
+            &tx,
+            actor,
+            now,
+            Change {
+                action: "staff_user.set_password",
+                target_kind: "staff_user",
+                target_id: Some(&user.id),
+                before: json!({ "password_set": had_password, "password": "(hidden)" }),
+                after: json!({ "password_set": true, "password": "(changed)" }),
+            },
+        )
         .await?;
         tx.commit().await?;
         Ok(user)
@@ -351,14 +398,23 @@ impl Domain {
     /// # Errors
     /// [`Error::Unauthenticated`] for a wrong email or password (the same answer, in the same
     /// time); [`Error::InvalidInput`] when the email is in several vendors and no slug was given.
-    pub async fn login(&self, email: &str, password: &str, vendor_slug: Option<&str>, request_id: Option<String>) -> Result<Session> {
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        vendor_slug: Option<&str>,
+        request_id: Option<String>,
+    ) -> Result<Session> {
         let wrong = || Error::Unauthenticated("wrong email or password".into());
         let email = newtypes::email(email).map_err(|_| wrong())?;
         let mut condition = Condition::all()
             .add(staff_user::Column::Email.eq(&email))
             .add(staff_user::Column::DisabledAt.is_null());
         if let Some(slug) = vendor_slug {
-            let vendor = vendor::Entity::find().filter(vendor::Column::Slug.eq(slug)).one(&self.db).await?;
+            let vendor = vendor::Entity::find()
+                .filter(vendor::Column::Slug.eq(slug))
+                .one(&self.db)
+                .await?;
             condition = condition.add(staff_user::Column::VendorId.eq(vendor.map(|v| v.id).unwrap_or_default()));
         }
         let users = staff_user::Entity::find().filter(condition).all(&self.db).await?;
@@ -383,7 +439,10 @@ impl Domain {
         let actor = Actor {
             vendor_id: user.vendor_id.clone(),
             role: user.role,
-            kind: ActorKind::Staff { user_id: user.id.clone(), session_id: session_id.clone() },
+            kind: ActorKind::Staff {
+                user_id: user.id.clone(),
+                session_id: session_id.clone(),
+            },
             label: user.email.clone(),
             request_id,
         };
@@ -398,16 +457,25 @@ impl Domain {
         }
         .insert(&tx)
         .await?;
-        audit::record(&tx, &actor, now, Change {
-            action: "staff.login",
-            target_kind: "staff_session",
-            target_id: Some(&session_id),
-            before: json!({}),
-            after: json!({ "staff_user_id": user.id, "expires_at": expires_at }),
-        })
+        audit::record(
+            &tx,
+            &actor,
+            now,
+            Change {
+                action: "staff.login",
+                target_kind: "staff_session",
+                target_id: Some(&session_id),
+                before: json!({}),
+                after: json!({ "staff_user_id": user.id, "expires_at": expires_at }),
+            },
+        )
         .await?;
         tx.commit().await?;
-        Ok(Session { id: session_id, user, expires_at })
+        Ok(Session {
+            id: session_id,
+            user,
+            expires_at,
+        })
     }
 
     /// The actor behind a session whose JWT has already been verified: the session must be
@@ -415,7 +483,12 @@ impl Domain {
     ///
     /// # Errors
     /// [`Error::Unauthenticated`] for a revoked or expired session or a disabled user.
-    pub async fn authenticate_session(&self, session_id: &str, user_id: &str, request_id: Option<String>) -> Result<Actor> {
+    pub async fn authenticate_session(
+        &self,
+        session_id: &str,
+        user_id: &str,
+        request_id: Option<String>,
+    ) -> Result<Actor> {
         let unauthenticated = || Error::Unauthenticated("the session has ended; log in again".into());
         let now = self.clock.now();
         let session = staff_session::Entity::find_by_id(session_id)
@@ -426,14 +499,20 @@ impl Domain {
         if session.revoked_at.is_some() || session.expires_at <= now {
             return Err(unauthenticated());
         }
-        let user = staff_user::Entity::find_by_id(user_id).one(&self.db).await?.ok_or_else(unauthenticated)?;
+        let user = staff_user::Entity::find_by_id(user_id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(unauthenticated)?;
         if user.disabled_at.is_some() {
             return Err(unauthenticated());
         }
         Ok(Actor {
             vendor_id: user.vendor_id,
             role: user.role,
-            kind: ActorKind::Staff { user_id: user.id, session_id: session.id },
+            kind: ActorKind::Staff {
+                user_id: user.id,
+                session_id: session.id,
+            },
             label: user.email,
             request_id,
         })
@@ -454,13 +533,18 @@ impl Domain {
             .filter(staff_session::Column::Id.eq(session_id))
             .exec(&tx)
             .await?;
-        audit::record(&tx, actor, now, Change {
-            action: "staff.logout",
-            target_kind: "staff_session",
-            target_id: Some(session_id),
-            before: json!({ "revoked_at": null }),
-            after: json!({ "revoked_at": now }),
-        })
+        audit::record(
+            &tx,
+            actor,
+            now,
+            Change {
+                action: "staff.logout",
+                target_kind: "staff_session",
+                target_id: Some(session_id),
+                before: json!({ "revoked_at": null }),
+                after: json!({ "revoked_at": now }),
+            },
+        )
         .await?;
         tx.commit().await?;
         Ok(())

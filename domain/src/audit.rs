@@ -44,7 +44,12 @@ pub(crate) struct Change<'a> {
 }
 
 /// Writes the audit event for `change` on `db` (pass the change's transaction).
-pub(crate) async fn record(db: &impl ConnectionTrait, actor: &Actor, now: DateTime<Utc>, change: Change<'_>) -> Result<()> {
+pub(crate) async fn record(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    now: DateTime<Utc>,
+    change: Change<'_>,
+) -> Result<()> {
     let (actor_kind, actor_id) = actor.audit_identity();
     audit_event::Entity::insert(audit_event::ActiveModel {
         id: Set(new_id()),

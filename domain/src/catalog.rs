@@ -124,13 +124,18 @@ impl Domain {
         }
         .insert(&tx)
         .await?;
-        audit::record(&tx, actor, now, Change {
-            action: "product.create",
-            target_kind: "product",
-            target_id: Some(&product.id),
-            before: json!({}),
-            after: json!({ "name": product.name, "code": product.code }),
-        })
+        audit::record(
+            &tx,
+            actor,
+            now,
+            Change {
+                action: "product.create",
+                target_kind: "product",
+                target_id: Some(&product.id),
+                before: json!({}),
+                after: json!({ "name": product.name, "code": product.code }),
+            },
+        )
         .await?;
         tx.commit().await?;
         Ok(product)
@@ -224,13 +229,18 @@ impl Domain {
         }
         .insert(&tx)
         .await?;
-        audit::record(&tx, actor, now, Change {
-            action: "policy.create",
-            target_kind: "policy",
-            target_id: Some(&policy.id),
-            before: json!({}),
-            after: policy_json(&policy),
-        })
+        audit::record(
+            &tx,
+            actor,
+            now,
+            Change {
+                action: "policy.create",
+                target_kind: "policy",
+                target_id: Some(&policy.id),
+                before: json!({}),
+                after: policy_json(&policy),
+            },
+        )
         .await?;
         tx.commit().await?;
         Ok(policy)
@@ -240,7 +250,12 @@ impl Domain {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn policies(&self, actor: &Actor, product_id: Option<&str>, request: &PageRequest) -> Result<Page<policy::Model>> {
+    pub async fn policies(
+        &self,
+        actor: &Actor,
+        product_id: Option<&str>,
+        request: &PageRequest,
+    ) -> Result<Page<policy::Model>> {
         actor.require(Capability::Read)?;
         let mut select = policy::Entity::find().filter(policy::Column::VendorId.eq(&actor.vendor_id));
         if let Some(product_id) = product_id {

@@ -29,9 +29,17 @@ fn customer_json(c: &customer::Model) -> serde_json::Value {
 }
 
 /// `LOWER(column) LIKE %needle%`, with the needle's LIKE wildcards escaped.
-pub(crate) fn contains_ci(column: impl sea_orm::sea_query::IntoColumnRef, needle: &str) -> sea_orm::sea_query::SimpleExpr {
-    let escaped = needle.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-    Expr::expr(Func::lower(Expr::col(column))).like(sea_orm::sea_query::LikeExpr::new(format!("%{escaped}%")).escape('\\'))
+pub(crate) fn contains_ci(
+    column: impl sea_orm::sea_query::IntoColumnRef,
+    needle: &str,
+) -> sea_orm::sea_query::SimpleExpr {
+    let escaped = needle
+        .to_lowercase()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    Expr::expr(Func::lower(Expr::col(column)))
+        .like(sea_orm::sea_query::LikeExpr::new(format!("%{escaped}%")).escape('\\'))
 }
 
 impl Domain {
@@ -45,7 +53,11 @@ impl Domain {
         let external_id = newtypes::text("externalId", &input.external_id, 255)?;
         let name = newtypes::text("name", &input.name, 200)?;
         let email = input.email.as_deref().map(newtypes::email).transpose()?;
-        let billing = input.billing_customer_id.as_deref().map(|b| newtypes::text("billingCustomerId", b, 255)).transpose()?;
+        let billing = input
+            .billing_customer_id
+            .as_deref()
+            .map(|b| newtypes::text("billingCustomerId", b, 255))
+            .transpose()?;
         // A concurrent upsert of the same new external id loses the insert race on the unique
         // index; the retry then finds the row and updates it.
         for _ in 0..3 {
@@ -90,14 +102,23 @@ impl Domain {
                     }
                 }
             };
-            let action = if before.as_object().is_some_and(serde_json::Map::is_empty) { "customer.create" } else { "customer.update" };
-            audit::record(&tx, actor, now, Change {
-                action,
-                target_kind: "customer",
-                target_id: Some(&customer.id),
-                before,
-                after: customer_json(&customer),
-            })
+            let action = if before.as_object().is_some_and(serde_json::Map::is_empty) {
+                "customer.create"
+            } else {
+                "customer.update"
+            };
+            audit::record(
+                &tx,
+                actor,
+                now,
+                Change {
+                    action,
+                    target_kind: "customer",
+                    target_id: Some(&customer.id),
+                    before,
+                    after: customer_json(&customer),
+                },
+            )
             .await?;
             tx.commit().await?;
             return Ok(customer);
@@ -109,7 +130,12 @@ impl Domain {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] unless exactly one of the two is given.
-    pub async fn customer(&self, actor: &Actor, id: Option<&str>, external_id: Option<&str>) -> Result<Option<customer::Model>> {
+    pub async fn customer(
+        &self,
+        actor: &Actor,
+        id: Option<&str>,
+        external_id: Option<&str>,
+    ) -> Result<Option<customer::Model>> {
         actor.require(Capability::Read)?;
         let select = customer::Entity::find().filter(customer::Column::VendorId.eq(&actor.vendor_id));
         let select = match (id, external_id) {
@@ -124,7 +150,12 @@ impl Domain {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn customers(&self, actor: &Actor, search: Option<&str>, request: &PageRequest) -> Result<Page<customer::Model>> {
+    pub async fn customers(
+        &self,
+        actor: &Actor,
+        search: Option<&str>,
+        request: &PageRequest,
+    ) -> Result<Page<customer::Model>> {
         actor.require(Capability::Read)?;
         let mut select = customer::Entity::find().filter(customer::Column::VendorId.eq(&actor.vendor_id));
         if let Some(needle) = search.map(str::trim).filter(|s| !s.is_empty()) {

@@ -66,7 +66,9 @@ pub(crate) async fn claim(
     if existing.request_hash != hash {
         return Err(Error::IdempotencyConflict);
     }
-    let result_id = existing.result_id.ok_or_else(|| Error::Internal("idempotency row has no result".into()))?;
+    let result_id = existing
+        .result_id
+        .ok_or_else(|| Error::Internal("idempotency row has no result".into()))?;
     Ok(Claim::Replay { result_id })
 }
 

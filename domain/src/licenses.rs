@@ -6,7 +6,9 @@ use chrono::{DateTime, Duration, Utc};
 use entity::enums::LicenseStatus;
 use entity::{customer, license, policy};
 use sea_orm::sea_query::Query;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+};
 use serde_json::{Value, json};
 
 use crate::audit::{self, Change};
@@ -98,8 +100,16 @@ fn license_json(l: &license::Model) -> Value {
 fn check_metadata(metadata: Option<&Value>) -> Result<()> {
     match metadata {
         None => Ok(()),
-        Some(Value::Object(_)) if metadata.map(Value::to_string).is_some_and(|s| s.len() <= MAX_METADATA_BYTES) => Ok(()),
-        Some(Value::Object(_)) => Err(Error::InvalidInput(format!("metadata must be at most {MAX_METADATA_BYTES} bytes"))),
+        Some(Value::Object(_))
+            if metadata
+                .map(Value::to_string)
+                .is_some_and(|s| s.len() <= MAX_METADATA_BYTES) =>
+        {
+            Ok(())
+        }
+        Some(Value::Object(_)) => Err(Error::InvalidInput(format!(
+            "metadata must be at most {MAX_METADATA_BYTES} bytes"
+        ))),
         Some(_) => Err(Error::InvalidInput("metadata must be a JSON object".into())),
     }
 }
@@ -120,11 +130,23 @@ impl Domain {
     /// [`Error::IdempotencyConflict`].
     pub async fn issue_license(&self, actor: &Actor, input: IssueLicense) -> Result<license::Model> {
         actor.require(Capability::ManageLicenses)?;
-        let idempotency_key = input.idempotency_key.as_deref().map(newtypes::idempotency_key).transpose()?;
-        let entitlements = input.entitlements.as_deref().map(|e| newtypes::codes("entitlements", e)).transpose()?;
+        let idempotency_key = input
+            .idempotency_key
+            .as_deref()
+            .map(newtypes::idempotency_key)
+            .transpose()?;
+        let entitlements = input
+            .entitlements
+            .as_deref()
+            .map(|e| newtypes::codes("entitlements", e))
+            .transpose()?;
         let max_activations = check_max_activations(input.max_activations)?;
         check_metadata(input.metadata.as_ref())?;
-        let billing = input.billing_subscription_id.as_deref().map(|b| newtypes::text("billingSubscriptionId", b, 255)).transpose()?;
+        let billing = input
+            .billing_subscription_id
+            .as_deref()
+            .map(|b| newtypes::text("billingSubscriptionId", b, 255))
+            .transpose()?;
         let now = self.clock.now();
         if input.expires_at.is_some_and(|at| at <= now) {
             return Err(Error::InvalidInput("expiresAt must be in the future".into()));
@@ -151,7 +173,12 @@ impl Domain {
             .await?
             .ok_or(Error::NotFound("policy"))?;
         let customer_id = self
-            .resolve_customer(&tx, actor, input.customer_id.as_deref(), input.customer_external_id.as_deref())
+            .resolve_customer(
+                &tx,
+                actor,
+                input.customer_id.as_deref(),
+                input.customer_external_id.as_deref(),
+            )
             .await?;
         let key = LicenseKey::generate();
         let expires_at = input
@@ -184,13 +211,18 @@ impl Domain {
         if let Some(Claim::New { row_id }) = &claim {
             idempotency::complete(&tx, row_id, &license.id).await?;
         }
-        audit::record(&tx, actor, now, Change {
-            action: "license.issue",
-            target_kind: "license",
-            target_id: Some(&license.id),
-            before: json!({}),
-            after: license_json(&license),
-        })
+        audit::record(
+            &tx,
+            actor,
+            now,
+            Change {
+                action: "license.issue",
+                target_kind: "license",
+                target_id: Some(&license.id),
+                before: json!({}),
+                after: license_json(&license),
+            },
+        )
         .await?;
         tx.commit().await?;
         Ok(license)
@@ -211,7 +243,9 @@ impl Domain {
         };
         let customer = found.ok_or(Error::NotFound("customer"))?;
         if external_id.is_some_and(|ext| ext != customer.external_id) {
-            return Err(Error::InvalidInput("customerId and customerExternalId name different customers".into()));
+            return Err(Error::InvalidInput(
+                "customerId and customerExternalId name different customers".into(),
+            ));
         }
         Ok(Some(customer.id))
     }
@@ -256,13 +290,18 @@ impl Domain {
         }
         model.updated_at = Set(now);
         let updated = model.update(&tx).await?;
-        audit::record(&tx, actor, now, Change {
-            action,
-            target_kind: "license",
-            target_id: Some(&updated.id),
-            before,
-            after: license_json(&updated),
-        })
+        audit::record(
+            &tx,
+            actor,
+            now,
+            Change {
+                action,
+                target_kind: "license",
+                target_id: Some(&updated.id),
+                before,
+                after: license_json(&updated),
+            },
+        )
         .await?;
         tx.commit().await?;
         Ok(updated)
@@ -275,7 +314,11 @@ impl Domain {
     /// [`Error::InvalidInput`] (e.g. a seat cap below the seats in use).
     pub async fn update_license(&self, actor: &Actor, id: &str, change: UpdateLicense) -> Result<license::Model> {
         actor.require(Capability::ManageLicenses)?;
-        let entitlements = change.entitlements.as_deref().map(|e| newtypes::codes("entitlements", e)).transpose()?;
+        let entitlements = change
+            .entitlements
+            .as_deref()
+            .map(|e| newtypes::codes("entitlements", e))
+            .transpose()?;
         if let Some(max) = change.max_activations {
             check_max_activations(max)?;
         }
@@ -320,9 +363,14 @@ impl Domain {
     pub async fn renew_license(&self, actor: &Actor, id: &str) -> Result<license::Model> {
         actor.require(Capability::ManageLicenses)?;
         let current = self.find_license(&self.db, actor, id).await?;
-        let policy = policy::Entity::find_by_id(&current.policy_id).one(&self.db).await?.ok_or(Error::NotFound("policy"))?;
+        let policy = policy::Entity::find_by_id(&current.policy_id)
+            .one(&self.db)
+            .await?
+            .ok_or(Error::NotFound("policy"))?;
         let Some(duration) = policy.duration_seconds else {
-            return Err(Error::InvalidInput("the license's policy is perpetual: there is nothing to renew".into()));
+            return Err(Error::InvalidInput(
+                "the license's policy is perpetual: there is nothing to renew".into(),
+            ));
         };
         self.change_license(actor, id, "license.renew", |current, now| {
             if current.status == LicenseStatus::Revoked {
@@ -342,7 +390,10 @@ impl Domain {
     /// [`Error::LicenseRevoked`] for a revoked license.
     pub async fn suspend_license(&self, actor: &Actor, id: &str, reason: Option<String>) -> Result<license::Model> {
         actor.require(Capability::Support)?;
-        let reason = reason.as_deref().map(|r| newtypes::text("reason", r, 500)).transpose()?;
+        let reason = reason
+            .as_deref()
+            .map(|r| newtypes::text("reason", r, 500))
+            .transpose()?;
         self.change_license(actor, id, "license.suspend", |current, _| match current.status {
             LicenseStatus::Revoked => Err(Error::LicenseRevoked("a revoked license cannot be suspended".into())),
             LicenseStatus::Suspended => Ok(None),
@@ -381,7 +432,10 @@ impl Domain {
     /// [`Error::Forbidden`] or [`Error::NotFound`].
     pub async fn revoke_license(&self, actor: &Actor, id: &str, reason: Option<String>) -> Result<license::Model> {
         actor.require(Capability::ManageLicenses)?;
-        let reason = reason.as_deref().map(|r| newtypes::text("reason", r, 500)).transpose()?;
+        let reason = reason
+            .as_deref()
+            .map(|r| newtypes::text("reason", r, 500))
+            .transpose()?;
         self.change_license(actor, id, "license.revoke", |current, _| {
             if current.status == LicenseStatus::Revoked {
                 return Ok(None);
@@ -404,7 +458,9 @@ impl Domain {
         let select = match (id, key) {
             (Some(id), None) => select.filter(license::Column::Id.eq(id)),
             (None, Some(key)) => match LicenseKey::parse(key) {
-                Ok(key) => select.filter(license::Column::KeyLookup.eq(self.secrets.keyed_hash(LICENSE_KEY_PURPOSE, key.canonical()))),
+                Ok(key) => select.filter(
+                    license::Column::KeyLookup.eq(self.secrets.keyed_hash(LICENSE_KEY_PURPOSE, key.canonical())),
+                ),
                 Err(_) => return Ok(None),
             },
             _ => return Err(Error::InvalidInput("give exactly one of id and key".into())),
@@ -416,17 +472,30 @@ impl Domain {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn licenses(&self, actor: &Actor, filter: &LicenseFilter, request: &PageRequest) -> Result<Page<license::Model>> {
+    pub async fn licenses(
+        &self,
+        actor: &Actor,
+        filter: &LicenseFilter,
+        request: &PageRequest,
+    ) -> Result<Page<license::Model>> {
         actor.require(Capability::Read)?;
         let now = self.clock.now();
         let mut cond = Condition::all().add(license::Column::VendorId.eq(&actor.vendor_id));
         if let Some(status) = filter.status {
-            let not_expired = Condition::any().add(license::Column::ExpiresAt.is_null()).add(license::Column::ExpiresAt.gt(now));
+            let not_expired = Condition::any()
+                .add(license::Column::ExpiresAt.is_null())
+                .add(license::Column::ExpiresAt.gt(now));
             cond = cond.add(match status {
-                LicenseStatus::Active => Condition::all().add(license::Column::Status.eq(LicenseStatus::Active)).add(not_expired),
+                LicenseStatus::Active => Condition::all()
+                    .add(license::Column::Status.eq(LicenseStatus::Active))
+                    .add(not_expired),
                 LicenseStatus::Expired => Condition::any()
                     .add(license::Column::Status.eq(LicenseStatus::Expired))
-                    .add(Condition::all().add(license::Column::Status.eq(LicenseStatus::Active)).add(license::Column::ExpiresAt.lte(now))),
+                    .add(
+                        Condition::all()
+                            .add(license::Column::Status.eq(LicenseStatus::Active))
+                            .add(license::Column::ExpiresAt.lte(now)),
+                    ),
                 other => Condition::all().add(license::Column::Status.eq(other)),
             });
         }
@@ -445,7 +514,8 @@ impl Domain {
         if let Some(needle) = filter.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
             let mut any = Condition::any().add(license::Column::Id.eq(needle));
             if let Ok(key) = LicenseKey::parse(needle) {
-                any = any.add(license::Column::KeyLookup.eq(self.secrets.keyed_hash(LICENSE_KEY_PURPOSE, key.canonical())));
+                any = any
+                    .add(license::Column::KeyLookup.eq(self.secrets.keyed_hash(LICENSE_KEY_PURPOSE, key.canonical())));
             }
             let customers = Query::select()
                 .column(customer::Column::Id)
@@ -461,7 +531,14 @@ impl Domain {
             any = any.add(license::Column::CustomerId.in_subquery(customers));
             cond = cond.add(any);
         }
-        page::fetch(&self.db, license::Entity::find().filter(cond), license::Column::Id, request, Order::OldestFirst).await
+        page::fetch(
+            &self.db,
+            license::Entity::find().filter(cond),
+            license::Column::Id,
+            request,
+            Order::OldestFirst,
+        )
+        .await
     }
 
     /// Licenses by id (for a DataLoader).

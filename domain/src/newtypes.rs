@@ -103,7 +103,9 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<String> {
         return Err(Error::InvalidInput(format!("{field} must be at most {max} characters")));
     }
     if value.chars().any(char::is_control) {
-        return Err(Error::InvalidInput(format!("{field} must not contain control characters")));
+        return Err(Error::InvalidInput(format!(
+            "{field} must not contain control characters"
+        )));
     }
     Ok(value.to_owned())
 }
@@ -115,7 +117,9 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<String> {
 pub fn code(field: &str, value: &str) -> Result<String> {
     let ok = !value.is_empty()
         && value.len() <= 64
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
     if ok {
         Ok(value.to_owned())
     } else {

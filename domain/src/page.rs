@@ -1,6 +1,8 @@
 //! Keyset pagination over time-ordered ids: what a Relay connection needs from a query.
 
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+};
 
 use crate::{Error, Result};
 
@@ -44,7 +46,11 @@ impl PageRequest {
                 )));
             }
         };
-        Ok(Self { first, after, want_total })
+        Ok(Self {
+            first,
+            after,
+            want_total,
+        })
     }
 }
 
@@ -62,7 +68,11 @@ pub struct Page<T> {
 impl<T> Page<T> {
     /// Converts every row.
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
-        Page { items: self.items.into_iter().map(f).collect(), has_next_page: self.has_next_page, total_count: self.total_count }
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            has_next_page: self.has_next_page,
+            total_count: self.total_count,
+        }
     }
 }
 
@@ -82,7 +92,11 @@ where
     E::Model: Send + Sync,
     C: ColumnTrait,
 {
-    let total_count = if request.want_total { Some(select.clone().count(db).await?) } else { None };
+    let total_count = if request.want_total {
+        Some(select.clone().count(db).await?)
+    } else {
+        None
+    };
     let mut select = select;
     if let Some(after) = &request.after {
         select = match order {
@@ -97,5 +111,9 @@ where
     let mut items = select.limit(request.first + 1).all(db).await?;
     let has_next_page = items.len() as u64 > request.first;
     items.truncate(usize::try_from(request.first).unwrap_or(usize::MAX));
-    Ok(Page { items, has_next_page, total_count })
+    Ok(Page {
+        items,
+        has_next_page,
+        total_count,
+    })
 }

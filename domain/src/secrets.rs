@@ -78,7 +78,13 @@ impl MasterSecret {
         let mut nonce = [0u8; 24];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ciphertext = cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: context.as_bytes() })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: context.as_bytes(),
+                },
+            )
             .map_err(|_| Error::Internal("encryption failed".into()))?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ciphertext);
@@ -90,14 +96,22 @@ impl MasterSecret {
     /// # Errors
     /// [`Error::Internal`] when the text was not produced by this secret and context.
     pub fn decrypt(&self, context: &str, encoded: &str) -> Result<Vec<u8>> {
-        let raw = STANDARD.decode(encoded).map_err(|_| Error::Internal("stored secret is not base64".into()))?;
+        let raw = STANDARD
+            .decode(encoded)
+            .map_err(|_| Error::Internal("stored secret is not base64".into()))?;
         if raw.len() < 24 {
             return Err(Error::Internal("stored secret is truncated".into()));
         }
         let (nonce, ciphertext) = raw.split_at(24);
         let cipher = XChaCha20Poly1305::new(self.encryption_key.expose_secret().into());
         cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: context.as_bytes() })
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: context.as_bytes(),
+                },
+            )
             .map_err(|_| Error::Internal("stored secret does not decrypt with this master secret".into()))
     }
 

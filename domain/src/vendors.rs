@@ -3,7 +3,10 @@
 
 use entity::enums::Role;
 use entity::{signing_key, vendor};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, PaginatorTrait};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder,
+};
 use serde_json::json;
 
 use crate::access::{NewApiToken, NewStaffUser};
@@ -36,11 +39,15 @@ pub struct VendorSettings {
 fn slug(value: &str) -> Result<String> {
     let ok = !value.is_empty()
         && value.len() <= 64
-        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok {
         Ok(value.to_owned())
     } else {
-        Err(Error::InvalidInput("slug must be 1-64 characters of a-z, 0-9 and '-'".into()))
+        Err(Error::InvalidInput(
+            "slug must be 1-64 characters of a-z, 0-9 and '-'".into(),
+        ))
     }
 }
 
@@ -64,7 +71,12 @@ impl Domain {
         let owner_email = newtypes::email(owner_email)?;
         let now = self.clock.now();
         let tx = begin_write(&self.db).await?;
-        if vendor::Entity::find().filter(vendor::Column::Slug.eq(&slug_value)).one(&tx).await?.is_some() {
+        if vendor::Entity::find()
+            .filter(vendor::Column::Slug.eq(&slug_value))
+            .one(&tx)
+            .await?
+            .is_some()
+        {
             return Err(Error::InvalidInput(format!("slug {slug_value:?} is taken")));
         }
         let vendor = vendor::ActiveModel {
@@ -80,10 +92,29 @@ impl Domain {
         let system = Actor::system(&vendor.id);
         let key = self.insert_signing_key(&tx, &vendor.id, now).await?;
         let owner = self
-            .insert_staff_user(&tx, &vendor.id, NewStaffUser { email: owner_email, name: None, role: Role::Owner, password: None }, now)
+            .insert_staff_user(
+                &tx,
+                &vendor.id,
+                NewStaffUser {
+                    email: owner_email,
+                    name: None,
+                    role: Role::Owner,
+                    password: None,
+                },
+                now,
+            )
             .await?;
         let token = self
-            .insert_api_token(&tx, &system, NewApiToken { name: "owner token".into(), role: Role::Owner, expires_at: None }, now)
+            .insert_api_token(
+                &tx,
+                &system,
+                NewApiToken {
+                    name: "owner token".into(),
+                    role: Role::Owner,
+                    expires_at: None,
+                },
+                now,
+            )
             .await?;
         audit::record(
             &tx,
@@ -102,7 +133,10 @@ impl Domain {
         )
         .await?;
         tx.commit().await?;
-        Ok(CreatedVendor { vendor, owner_token: token.1 })
+        Ok(CreatedVendor {
+            vendor,
+            owner_token: token.1,
+        })
     }
 
     /// The caller's vendor.
@@ -110,7 +144,10 @@ impl Domain {
     /// # Errors
     /// [`Error::NotFound`] if the vendor is gone.
     pub async fn vendor(&self, actor: &Actor) -> Result<vendor::Model> {
-        vendor::Entity::find_by_id(&actor.vendor_id).one(&self.db).await?.ok_or(Error::NotFound("vendor"))
+        vendor::Entity::find_by_id(&actor.vendor_id)
+            .one(&self.db)
+            .await?
+            .ok_or(Error::NotFound("vendor"))
     }
 
     /// Changes the vendor's name and alert addresses.
@@ -119,7 +156,11 @@ impl Domain {
     /// [`Error::Forbidden`] below ADMIN; [`Error::InvalidInput`] for a bad name or address.
     pub async fn update_vendor_settings(&self, actor: &Actor, settings: VendorSettings) -> Result<vendor::Model> {
         actor.require(Capability::ManageVendor)?;
-        let name = settings.name.as_deref().map(|n| newtypes::text("name", n, 200)).transpose()?;
+        let name = settings
+            .name
+            .as_deref()
+            .map(|n| newtypes::text("name", n, 200))
+            .transpose()?;
         let alert_emails = match settings.alert_emails {
             None => None,
             Some(list) if list.len() > MAX_ALERT_EMAILS => {
@@ -138,7 +179,10 @@ impl Domain {
         };
         let now = self.clock.now();
         let tx = begin_write(&self.db).await?;
-        let current = vendor::Entity::find_by_id(&actor.vendor_id).one(&tx).await?.ok_or(Error::NotFound("vendor"))?;
+        let current = vendor::Entity::find_by_id(&actor.vendor_id)
+            .one(&tx)
+            .await?
+            .ok_or(Error::NotFound("vendor"))?;
         let before = json!({ "name": current.name, "alert_emails": current.alert_emails });
         let mut model: vendor::ActiveModel = current.into();
         if let Some(name) = name {
@@ -150,13 +194,18 @@ impl Domain {
         model.updated_at = Set(now);
         let updated = model.update(&tx).await?;
         let after = json!({ "name": updated.name, "alert_emails": updated.alert_emails });
-        audit::record(&tx, actor, now, Change {
-            action: "vendor.update_settings",
-            target_kind: "vendor",
-            target_id: Some(&updated.id),
-            before,
-            after,
-        })
+        audit::record(
+            &tx,
+            actor,
+            now,
+            Change {
+                action: "vendor.update_settings",
+                target_kind: "vendor",
+                target_id: Some(&updated.id),
+                before,
+                after,
+            },
+        )
         .await?;
         tx.commit().await?;
         Ok(updated)
@@ -198,13 +247,18 @@ impl Domain {
             .exec(&tx)
             .await?;
         let key = self.insert_signing_key(&tx, &actor.vendor_id, now).await?;
-        audit::record(&tx, actor, now, Change {
-            action: "signing_key.rotate",
-            target_kind: "signing_key",
-            target_id: Some(&key.id),
-            before: json!({ "active_kid": previous.map(|k| k.kid) }),
-            after: json!({ "active_kid": key.kid }),
-        })
+        audit::record(
+            &tx,
+            actor,
+            now,
+            Change {
+                action: "signing_key.rotate",
+                target_kind: "signing_key",
+                target_id: Some(&key.id),
+                before: json!({ "active_kid": previous.map(|k| k.kid) }),
+                after: json!({ "active_kid": key.kid }),
+            },
+        )
         .await?;
         tx.commit().await?;
         Ok(key)
@@ -221,7 +275,9 @@ impl Domain {
             .one(&self.db)
             .await?
             .ok_or_else(|| Error::Internal("vendor has no active signing key".into()))?;
-        let der = self.secrets.decrypt(&signing_key_context(vendor_id), &key.private_key_enc)?;
+        let der = self
+            .secrets
+            .decrypt(&signing_key_context(vendor_id), &key.private_key_enc)?;
         let signing = protocol::signing::signing_key_from_der(&der).map_err(|e| Error::Internal(e.to_string()))?;
         Ok((key.kid, signing))
     }

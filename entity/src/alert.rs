@@ -1,7 +1,7 @@
 //! `alerts`: Something staff should know about.
 
-use sea_orm::entity::prelude::*;
 use crate::enums::AlertKind;
+use sea_orm::entity::prelude::*;
 
 /// Something staff should know about.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]

@@ -1,7 +1,7 @@
 //! `anomalies`: A flag on suspicious consumption, with its explanation.
 
-use sea_orm::entity::prelude::*;
 use crate::enums::{AnomalyKind, AnomalyStatus};
+use sea_orm::entity::prelude::*;
 
 /// A flag on suspicious consumption, with its explanation.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]

@@ -1,7 +1,7 @@
 //! `api_tokens`: An API token. Only the keyed hash of the secret is stored.
 
-use sea_orm::entity::prelude::*;
 use crate::enums::Role;
+use sea_orm::entity::prelude::*;
 
 /// An API token. Only the keyed hash of the secret is stored.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
@@ -28,7 +28,6 @@ pub struct Model {
 
 /// Tables this one points to.
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {
-}
+pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -1,7 +1,7 @@
 //! `devices`: A machine activated on a license.
 
-use sea_orm::entity::prelude::*;
 use crate::enums::DeviceStatus;
+use sea_orm::entity::prelude::*;
 
 /// A machine activated on a license.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
@@ -48,7 +48,11 @@ pub struct Model {
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
     /// The row's `license_id`.
-    #[sea_orm(belongs_to = "super::license::Entity", from = "Column::LicenseId", to = "super::license::Column::Id")]
+    #[sea_orm(
+        belongs_to = "super::license::Entity",
+        from = "Column::LicenseId",
+        to = "super::license::Column::Id"
+    )]
     License,
 }
 

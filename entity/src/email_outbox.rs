@@ -1,7 +1,7 @@
 //! `email_outbox`: An email promised by a change; the worker delivers it.
 
-use sea_orm::entity::prelude::*;
 use crate::enums::EmailStatus;
+use sea_orm::entity::prelude::*;
 
 /// An email promised by a change; the worker delivers it.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]

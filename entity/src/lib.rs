@@ -1,7 +1,10 @@
 //! sea-orm entities of the licensing database: one module per table, plus the string-backed
 //! enums stored in them. No business rules live here.
 
-#![expect(missing_docs, reason = "sea-orm derives generate undocumented items (Column, PrimaryKey, ActiveModel)")]
+#![expect(
+    missing_docs,
+    reason = "sea-orm derives generate undocumented items (Column, PrimaryKey, ActiveModel)"
+)]
 
 pub mod alert;
 pub mod anomaly;

@@ -1,7 +1,7 @@
 //! `licenses`: A license: a key issued under a policy, usually to a customer.
 
-use sea_orm::entity::prelude::*;
 use crate::enums::LicenseStatus;
+use sea_orm::entity::prelude::*;
 
 /// A license: a key issued under a policy, usually to a customer.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
@@ -46,13 +46,25 @@ pub struct Model {
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
     /// The row's `policy_id`.
-    #[sea_orm(belongs_to = "super::policy::Entity", from = "Column::PolicyId", to = "super::policy::Column::Id")]
+    #[sea_orm(
+        belongs_to = "super::policy::Entity",
+        from = "Column::PolicyId",
+        to = "super::policy::Column::Id"
+    )]
     Policy,
     /// The row's `product_id`.
-    #[sea_orm(belongs_to = "super::product::Entity", from = "Column::ProductId", to = "super::product::Column::Id")]
+    #[sea_orm(
+        belongs_to = "super::product::Entity",
+        from = "Column::ProductId",
+        to = "super::product::Column::Id"
+    )]
     Product,
     /// The row's `customer_id`.
-    #[sea_orm(belongs_to = "super::customer::Entity", from = "Column::CustomerId", to = "super::customer::Column::Id")]
+    #[sea_orm(
+        belongs_to = "super::customer::Entity",
+        from = "Column::CustomerId",
+        to = "super::customer::Column::Id"
+    )]
     Customer,
 }
 

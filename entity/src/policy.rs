@@ -1,7 +1,7 @@
 //! `policies`: The rules a license is issued under.
 
-use sea_orm::entity::prelude::*;
 use crate::enums::{DeadDeviceAction, DeploymentMode};
+use sea_orm::entity::prelude::*;
 
 /// The rules a license is issued under.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
@@ -42,7 +42,11 @@ pub struct Model {
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
     /// The row's `product_id`.
-    #[sea_orm(belongs_to = "super::product::Entity", from = "Column::ProductId", to = "super::product::Column::Id")]
+    #[sea_orm(
+        belongs_to = "super::product::Entity",
+        from = "Column::ProductId",
+        to = "super::product::Column::Id"
+    )]
     Product,
 }
 

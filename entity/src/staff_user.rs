@@ -1,7 +1,7 @@
 //! `staff_users`: A person who signs in to the vendor's dashboard.
 
-use sea_orm::entity::prelude::*;
 use crate::enums::Role;
+use sea_orm::entity::prelude::*;
 
 /// A person who signs in to the vendor's dashboard.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
@@ -24,7 +24,6 @@ pub struct Model {
 
 /// Tables this one points to.
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {
-}
+pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}

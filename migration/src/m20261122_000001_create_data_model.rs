@@ -84,8 +84,12 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(unique("staff_users", "ux_staff_users_vendor_email", &["vendor_id", "email"]))
-            .await?;
+        m.create_index(unique(
+            "staff_users",
+            "ux_staff_users_vendor_email",
+            &["vendor_id", "email"],
+        ))
+        .await?;
 
         m.create_table(
             Table::create()
@@ -120,7 +124,8 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("api_tokens", "ix_api_tokens_vendor", &["vendor_id", "id"])).await?;
+        m.create_index(index("api_tokens", "ix_api_tokens_vendor", &["vendor_id", "id"]))
+            .await?;
 
         m.create_table(
             Table::create()
@@ -138,8 +143,12 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(unique("signing_keys", "ux_signing_keys_vendor_kid", &["vendor_id", "kid"]))
-            .await?;
+        m.create_index(unique(
+            "signing_keys",
+            "ux_signing_keys_vendor_kid",
+            &["vendor_id", "kid"],
+        ))
+        .await?;
 
         m.create_table(
             Table::create()
@@ -155,7 +164,8 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(unique("products", "ux_products_vendor_code", &["vendor_id", "code"])).await?;
+        m.create_index(unique("products", "ux_products_vendor_code", &["vendor_id", "code"]))
+            .await?;
 
         m.create_table(
             Table::create()
@@ -183,8 +193,12 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("policies", "ix_policies_vendor_product", &["vendor_id", "product_id"]))
-            .await?;
+        m.create_index(index(
+            "policies",
+            "ix_policies_vendor_product",
+            &["vendor_id", "product_id"],
+        ))
+        .await?;
 
         m.create_table(
             Table::create()
@@ -201,10 +215,18 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(unique("customers", "ux_customers_vendor_external", &["vendor_id", "external_id"]))
-            .await?;
-        m.create_index(index("customers", "ix_customers_vendor_billing", &["vendor_id", "billing_customer_id"]))
-            .await?;
+        m.create_index(unique(
+            "customers",
+            "ux_customers_vendor_external",
+            &["vendor_id", "external_id"],
+        ))
+        .await?;
+        m.create_index(index(
+            "customers",
+            "ix_customers_vendor_billing",
+            &["vendor_id", "billing_customer_id"],
+        ))
+        .await?;
 
         m.create_table(
             Table::create()
@@ -234,15 +256,38 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("licenses", "ix_licenses_vendor_status", &["vendor_id", "status", "id"])).await?;
-        m.create_index(index("licenses", "ix_licenses_vendor_product", &["vendor_id", "product_id", "id"]))
+        m.create_index(index(
+            "licenses",
+            "ix_licenses_vendor_status",
+            &["vendor_id", "status", "id"],
+        ))
+        .await?;
+        m.create_index(index(
+            "licenses",
+            "ix_licenses_vendor_product",
+            &["vendor_id", "product_id", "id"],
+        ))
+        .await?;
+        m.create_index(index(
+            "licenses",
+            "ix_licenses_vendor_customer",
+            &["vendor_id", "customer_id", "id"],
+        ))
+        .await?;
+        m.create_index(index(
+            "licenses",
+            "ix_licenses_vendor_expires",
+            &["vendor_id", "expires_at"],
+        ))
+        .await?;
+        m.create_index(index("licenses", "ix_licenses_expires", &["expires_at"]))
             .await?;
-        m.create_index(index("licenses", "ix_licenses_vendor_customer", &["vendor_id", "customer_id", "id"]))
-            .await?;
-        m.create_index(index("licenses", "ix_licenses_vendor_expires", &["vendor_id", "expires_at"])).await?;
-        m.create_index(index("licenses", "ix_licenses_expires", &["expires_at"])).await?;
-        m.create_index(index("licenses", "ix_licenses_billing_subscription", &["billing_subscription_id"]))
-            .await?;
+        m.create_index(index(
+            "licenses",
+            "ix_licenses_billing_subscription",
+            &["billing_subscription_id"],
+        ))
+        .await?;
 
         m.create_table(
             Table::create()
@@ -274,10 +319,24 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(unique("devices", "ux_devices_license_fingerprint", &["license_id", "fingerprint"]))
-            .await?;
-        m.create_index(index("devices", "ix_devices_vendor_license", &["vendor_id", "license_id", "id"])).await?;
-        m.create_index(index("devices", "ix_devices_heartbeat_deadline", &["heartbeat_deadline_at"])).await?;
+        m.create_index(unique(
+            "devices",
+            "ux_devices_license_fingerprint",
+            &["license_id", "fingerprint"],
+        ))
+        .await?;
+        m.create_index(index(
+            "devices",
+            "ix_devices_vendor_license",
+            &["vendor_id", "license_id", "id"],
+        ))
+        .await?;
+        m.create_index(index(
+            "devices",
+            "ix_devices_heartbeat_deadline",
+            &["heartbeat_deadline_at"],
+        ))
+        .await?;
 
         m.create_table(
             Table::create()
@@ -304,9 +363,14 @@ impl MigrationTrait for Migration {
             &["license_id", "idempotency_key"],
         ))
         .await?;
-        m.create_index(index("usage_records", "ix_usage_records_license_meter", &["license_id", "meter", "recorded_at"]))
+        m.create_index(index(
+            "usage_records",
+            "ix_usage_records_license_meter",
+            &["license_id", "meter", "recorded_at"],
+        ))
+        .await?;
+        m.create_index(index("usage_records", "ix_usage_records_received", &["received_at"]))
             .await?;
-        m.create_index(index("usage_records", "ix_usage_records_received", &["received_at"])).await?;
 
         m.create_table(
             Table::create()
@@ -340,8 +404,18 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("anomalies", "ix_anomalies_vendor_status", &["vendor_id", "status", "id"])).await?;
-        m.create_index(unique("anomalies", "ux_anomalies_vendor_dedupe", &["vendor_id", "dedupe_key"])).await?;
+        m.create_index(index(
+            "anomalies",
+            "ix_anomalies_vendor_status",
+            &["vendor_id", "status", "id"],
+        ))
+        .await?;
+        m.create_index(unique(
+            "anomalies",
+            "ux_anomalies_vendor_dedupe",
+            &["vendor_id", "dedupe_key"],
+        ))
+        .await?;
 
         m.create_table(
             Table::create()
@@ -359,8 +433,18 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("alerts", "ix_alerts_vendor_ack", &["vendor_id", "acknowledged_at", "id"])).await?;
-        m.create_index(unique("alerts", "ux_alerts_vendor_dedupe", &["vendor_id", "dedupe_key"])).await?;
+        m.create_index(index(
+            "alerts",
+            "ix_alerts_vendor_ack",
+            &["vendor_id", "acknowledged_at", "id"],
+        ))
+        .await?;
+        m.create_index(unique(
+            "alerts",
+            "ux_alerts_vendor_dedupe",
+            &["vendor_id", "dedupe_key"],
+        ))
+        .await?;
 
         m.create_table(
             Table::create()
@@ -379,10 +463,18 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("audit_events", "ix_audit_events_vendor_target", &["vendor_id", "target_id", "id"]))
-            .await?;
-        m.create_index(index("audit_events", "ix_audit_events_vendor_actor", &["vendor_id", "actor_id", "id"]))
-            .await?;
+        m.create_index(index(
+            "audit_events",
+            "ix_audit_events_vendor_target",
+            &["vendor_id", "target_id", "id"],
+        ))
+        .await?;
+        m.create_index(index(
+            "audit_events",
+            "ix_audit_events_vendor_actor",
+            &["vendor_id", "actor_id", "id"],
+        ))
+        .await?;
 
         m.create_table(
             Table::create()
@@ -406,11 +498,20 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("email_outbox", "ix_email_outbox_status_next", &["status", "next_attempt_at"]))
+        m.create_index(index(
+            "email_outbox",
+            "ix_email_outbox_status_next",
+            &["status", "next_attempt_at"],
+        ))
+        .await?;
+        m.create_index(index(
+            "email_outbox",
+            "ix_email_outbox_vendor_status",
+            &["vendor_id", "status", "id"],
+        ))
+        .await?;
+        m.create_index(unique("email_outbox", "ux_email_outbox_dedupe", &["dedupe_key"]))
             .await?;
-        m.create_index(index("email_outbox", "ix_email_outbox_vendor_status", &["vendor_id", "status", "id"]))
-            .await?;
-        m.create_index(unique("email_outbox", "ux_email_outbox_dedupe", &["dedupe_key"])).await?;
 
         m.create_table(
             Table::create()
@@ -431,7 +532,12 @@ impl MigrationTrait for Migration {
             &["vendor_id", "operation", "key"],
         ))
         .await?;
-        m.create_index(index("idempotency_keys", "ix_idempotency_keys_created", &["created_at"])).await?;
+        m.create_index(index(
+            "idempotency_keys",
+            "ix_idempotency_keys_created",
+            &["created_at"],
+        ))
+        .await?;
         Ok(())
     }
 

@@ -48,8 +48,7 @@ pub fn signing_key_from_der(der: &[u8]) -> Result<SigningKey, KeyError> {
 /// # Errors
 /// [`KeyError::Encode`] if encoding fails.
 pub fn public_key_pem(key: &VerifyingKey) -> Result<String, KeyError> {
-    key.to_public_key_pem(LineEnding::LF)
-        .map_err(|_| KeyError::Encode)
+    key.to_public_key_pem(LineEnding::LF).map_err(|_| KeyError::Encode)
 }
 
 /// The key id of a public key: `ed25519-` followed by the first 8 bytes of the key in hex.

@@ -129,7 +129,12 @@ pub struct AccessQuery;
 impl AccessQuery {
     /// The vendor's API tokens (OWNER, ADMIN).
     #[graphql(complexity = "page_cost(first, child_complexity)")]
-    async fn api_tokens(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> ApiResult<Connection<ApiToken>> {
+    async fn api_tokens(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<ApiToken>> {
         let request = page_request(ctx, first, after)?;
         let page = ctx.domain().api_tokens(ctx.actor()?, &request).await?;
         Ok(from_page(page, |t| &t.id, ApiToken::from))
@@ -137,7 +142,12 @@ impl AccessQuery {
 
     /// The vendor's staff users.
     #[graphql(complexity = "page_cost(first, child_complexity)")]
-    async fn staff_users(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> ApiResult<Connection<StaffUser>> {
+    async fn staff_users(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<StaffUser>> {
         let request = page_request(ctx, first, after)?;
         let page = ctx.domain().staff_users(ctx.actor()?, &request).await?;
         Ok(from_page(page, |u| &u.id, StaffUser::from))
@@ -152,9 +162,15 @@ pub struct AccessMutation;
 impl AccessMutation {
     /// Logs a staff user in and returns a session JWT. Five attempts per minute per client
     /// address and email; pass `vendorSlug` when the email belongs to several vendors.
-    async fn login(&self, ctx: &Context<'_>, email: String, password: String, vendor_slug: Option<String>) -> ApiResult<Session> {
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+        password: String,
+        vendor_slug: Option<String>,
+    ) -> ApiResult<Session> {
         let ip = ctx.data_opt::<ClientIp>().map_or("unknown", |ip| ip.0.as_str());
-        let limiter = ctx.data_unchecked::<LoginLimiter>();
+        let limiter = ctx.data_unchecked::<std::sync::Arc<LoginLimiter>>();
         if let Err(seconds) = limiter.0.check(&format!("{ip}|{}", email.trim().to_lowercase())) {
             return Err(ApiError {
                 code: ErrorCode::RateLimited,
@@ -163,9 +179,15 @@ impl AccessMutation {
             });
         }
         let domain = ctx.domain();
-        let session = domain.login(&email, &password, vendor_slug.as_deref(), ctx.request_id()).await?;
+        let session = domain
+            .login(&email, &password, vendor_slug.as_deref(), ctx.request_id())
+            .await?;
         let token = crate::auth::session_token(domain, &session, domain.clock.now())?;
-        Ok(Session { token, expires_at: session.expires_at, user: session.user.into() })
+        Ok(Session {
+            token,
+            expires_at: session.expires_at,
+            user: session.user.into(),
+        })
     }
 
     /// Ends the caller's staff session.
@@ -176,9 +198,16 @@ impl AccessMutation {
 
     /// Creates an API token (OWNER, ADMIN; never above your role). The secret is shown once.
     async fn create_api_token(&self, ctx: &Context<'_>, input: CreateApiTokenInput) -> ApiResult<CreatedApiToken> {
-        let new = domain::access::NewApiToken { name: input.name, role: input.role.into(), expires_at: input.expires_at };
+        let new = domain::access::NewApiToken {
+            name: input.name,
+            role: input.role.into(),
+            expires_at: input.expires_at,
+        };
         let (token, secret) = ctx.domain().create_api_token(ctx.actor()?, new).await?;
-        Ok(CreatedApiToken { token: secret, api_token: token.into() })
+        Ok(CreatedApiToken {
+            token: secret,
+            api_token: token.into(),
+        })
     }
 
     /// Revokes an API token at once (OWNER, ADMIN).
@@ -200,7 +229,11 @@ impl AccessMutation {
     /// Sets a staff user's password (your own, or as OWNER/ADMIN anyone's at or below your
     /// role). Ends the user's open sessions.
     async fn set_staff_password(&self, ctx: &Context<'_>, user_id: ID, password: String) -> ApiResult<StaffUser> {
-        Ok(ctx.domain().set_staff_password(ctx.actor()?, &user_id, &password).await?.into())
+        Ok(ctx
+            .domain()
+            .set_staff_password(ctx.actor()?, &user_id, &password)
+            .await?
+            .into())
     }
 }
 

@@ -68,7 +68,15 @@ impl AuditQuery {
         actor_id: Option<ID>,
     ) -> ApiResult<Connection<AuditEvent>> {
         let request = page_request(ctx, first, after)?;
-        let page = ctx.domain().audit_events(ctx.actor()?, target_id.as_deref().map(String::as_str), actor_id.as_deref().map(String::as_str), &request).await?;
+        let page = ctx
+            .domain()
+            .audit_events(
+                ctx.actor()?,
+                target_id.as_deref().map(String::as_str),
+                actor_id.as_deref().map(String::as_str),
+                &request,
+            )
+            .await?;
         Ok(from_page(page, |e| &e.id, AuditEvent::from))
     }
 }

@@ -25,7 +25,12 @@ pub struct Product {
 
 impl From<product::Model> for Product {
     fn from(p: product::Model) -> Self {
-        Self { id: p.id.into(), name: p.name, code: p.code, created_at: p.created_at }
+        Self {
+            id: p.id.into(),
+            name: p.name,
+            code: p.code,
+            created_at: p.created_at,
+        }
     }
 }
 
@@ -110,14 +115,21 @@ impl Policy {
 /// `NOT_FOUND` if it is gone; database errors.
 pub async fn load_product(ctx: &Context<'_>, id: &str) -> ApiResult<Product> {
     let product = ctx.loaders()?.products.load_one(id.to_owned()).await?;
-    product.map(Into::into).ok_or_else(|| ApiError::new(ErrorCode::NotFound, "product not found"))
+    product
+        .map(Into::into)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "product not found"))
 }
 
 impl From<policy::Model> for Policy {
     fn from(p: policy::Model) -> Self {
         let meters = domain::catalog::policy_meters(&p)
             .into_iter()
-            .map(|m| Meter { code: m.code, limit: m.limit, reset_period: m.reset_period.into(), overage_limit: m.overage_limit })
+            .map(|m| Meter {
+                code: m.code,
+                limit: m.limit,
+                reset_period: m.reset_period.into(),
+                overage_limit: m.overage_limit,
+            })
             .collect();
         Self {
             id: p.id.into(),
@@ -193,7 +205,12 @@ pub struct CatalogQuery;
 impl CatalogQuery {
     /// The vendor's products.
     #[graphql(complexity = "page_cost(first, child_complexity)")]
-    async fn products(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> ApiResult<Connection<Product>> {
+    async fn products(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<Product>> {
         let request = page_request(ctx, first, after)?;
         let page = ctx.domain().products(ctx.actor()?, &request).await?;
         Ok(from_page(page, |p| &p.id, Product::from))
@@ -206,9 +223,18 @@ impl CatalogQuery {
 
     /// The vendor's policies, optionally of one product.
     #[graphql(complexity = "page_cost(first, child_complexity)")]
-    async fn policies(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>, product_id: Option<ID>) -> ApiResult<Connection<Policy>> {
+    async fn policies(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        product_id: Option<ID>,
+    ) -> ApiResult<Connection<Policy>> {
         let request = page_request(ctx, first, after)?;
-        let page = ctx.domain().policies(ctx.actor()?, product_id.as_deref().map(String::as_str), &request).await?;
+        let page = ctx
+            .domain()
+            .policies(ctx.actor()?, product_id.as_deref().map(String::as_str), &request)
+            .await?;
         Ok(from_page(page, |p| &p.id, Policy::from))
     }
 
@@ -226,7 +252,11 @@ pub struct CatalogMutation;
 impl CatalogMutation {
     /// Creates a product (OWNER, ADMIN, INTEGRATION).
     async fn create_product(&self, ctx: &Context<'_>, input: CreateProductInput) -> ApiResult<Product> {
-        Ok(ctx.domain().create_product(ctx.actor()?, &input.name, &input.code).await?.into())
+        Ok(ctx
+            .domain()
+            .create_product(ctx.actor()?, &input.name, &input.code)
+            .await?
+            .into())
     }
 
     /// Creates a policy (OWNER, ADMIN, INTEGRATION).

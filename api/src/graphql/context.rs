@@ -63,7 +63,9 @@ impl ContextExt for Context<'_> {
     fn loaders(&self) -> ApiResult<&Loaders> {
         match self.data_opt::<Caller>() {
             Some(Caller::Actor(_, loaders)) => Ok(loaders),
-            _ => self.actor().and(Err(ApiError::new(ErrorCode::Unauthenticated, "not authenticated"))),
+            _ => self
+                .actor()
+                .and(Err(ApiError::new(ErrorCode::Unauthenticated, "not authenticated"))),
         }
     }
 

@@ -63,15 +63,32 @@ pub struct CustomerQuery;
 impl CustomerQuery {
     /// The vendor's customers; `search` matches name, email or external id.
     #[graphql(complexity = "page_cost(first, child_complexity)")]
-    async fn customers(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>, search: Option<String>) -> ApiResult<Connection<Customer>> {
+    async fn customers(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        search: Option<String>,
+    ) -> ApiResult<Connection<Customer>> {
         let request = page_request(ctx, first, after)?;
-        let page = ctx.domain().customers(ctx.actor()?, search.as_deref(), &request).await?;
+        let page = ctx
+            .domain()
+            .customers(ctx.actor()?, search.as_deref(), &request)
+            .await?;
         Ok(from_page(page, |c| &c.id, Customer::from))
     }
 
     /// One customer, by id or by external id.
-    async fn customer(&self, ctx: &Context<'_>, id: Option<ID>, external_id: Option<String>) -> ApiResult<Option<Customer>> {
-        let found = ctx.domain().customer(ctx.actor()?, id.as_deref().map(String::as_str), external_id.as_deref()).await?;
+    async fn customer(
+        &self,
+        ctx: &Context<'_>,
+        id: Option<ID>,
+        external_id: Option<String>,
+    ) -> ApiResult<Option<Customer>> {
+        let found = ctx
+            .domain()
+            .customer(ctx.actor()?, id.as_deref().map(String::as_str), external_id.as_deref())
+            .await?;
         Ok(found.map(Into::into))
     }
 }

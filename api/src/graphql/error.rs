@@ -97,7 +97,11 @@ impl ApiError {
     /// An error with a code and message.
     #[must_use]
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), retry_after: None }
+        Self {
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 }
 
@@ -114,7 +118,11 @@ impl From<domain::Error> for ApiError {
             E::LicenseSuspended(_) => ErrorCode::LicenseSuspended,
             E::LicenseRevoked(_) => ErrorCode::LicenseRevoked,
             E::RateLimited(seconds) => {
-                return Self { code: ErrorCode::RateLimited, message: err.to_string(), retry_after: Some(*seconds) };
+                return Self {
+                    code: ErrorCode::RateLimited,
+                    message: err.to_string(),
+                    retry_after: Some(*seconds),
+                };
             }
             E::Db(_) | E::Internal(_) => {
                 tracing::error!(error = %err, "request failed");

@@ -22,7 +22,10 @@ pub struct License {
 
 impl From<license::Model> for License {
     fn from(model: license::Model) -> Self {
-        Self { model, issued_to_caller: false }
+        Self {
+            model,
+            issued_to_caller: false,
+        }
     }
 }
 
@@ -36,7 +39,9 @@ impl License {
     /// The key: in full for OWNER, ADMIN and SUPPORT (and in the response to `issueLicense`),
     /// otherwise only its last four characters.
     async fn key(&self, ctx: &Context<'_>) -> ApiResult<String> {
-        Ok(ctx.domain().license_key_for(ctx.actor()?, &self.model, self.issued_to_caller)?)
+        Ok(ctx
+            .domain()
+            .license_key_for(ctx.actor()?, &self.model, self.issued_to_caller)?)
     }
 
     /// Status now (an active license past its expiry is EXPIRED).
@@ -52,7 +57,9 @@ impl License {
     /// The policy it was issued under.
     async fn policy(&self, ctx: &Context<'_>) -> ApiResult<Policy> {
         let policy = ctx.loaders()?.policies.load_one(self.model.policy_id.clone()).await?;
-        policy.map(Into::into).ok_or_else(|| ApiError::new(ErrorCode::NotFound, "policy not found"))
+        policy
+            .map(Into::into)
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "policy not found"))
     }
 
     /// The product.
@@ -62,7 +69,9 @@ impl License {
 
     /// The customer it was issued to.
     async fn customer(&self, ctx: &Context<'_>) -> ApiResult<Option<Customer>> {
-        let Some(id) = &self.model.customer_id else { return Ok(None) };
+        let Some(id) = &self.model.customer_id else {
+            return Ok(None);
+        };
         Ok(ctx.loaders()?.customers.load_one(id.clone()).await?.map(Into::into))
     }
 
@@ -183,7 +192,13 @@ pub struct LicenseQuery;
 impl LicenseQuery {
     /// The vendor's licenses matching `filter`.
     #[graphql(complexity = "page_cost(first, child_complexity)")]
-    async fn licenses(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>, filter: Option<LicenseFilter>) -> ApiResult<Connection<License>> {
+    async fn licenses(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        filter: Option<LicenseFilter>,
+    ) -> ApiResult<Connection<License>> {
         let request = page_request(ctx, first, after)?;
         let filter = filter.unwrap_or_default();
         let filter = domain::licenses::LicenseFilter {
@@ -200,7 +215,11 @@ impl LicenseQuery {
 
     /// One license, by id or by full key.
     async fn license(&self, ctx: &Context<'_>, id: Option<ID>, key: Option<String>) -> ApiResult<Option<License>> {
-        Ok(ctx.domain().license(ctx.actor()?, id.as_deref().map(String::as_str), key.as_deref()).await?.map(Into::into))
+        Ok(ctx
+            .domain()
+            .license(ctx.actor()?, id.as_deref().map(String::as_str), key.as_deref())
+            .await?
+            .map(Into::into))
     }
 }
 
@@ -224,7 +243,10 @@ impl LicenseMutation {
             idempotency_key: input.idempotency_key,
         };
         let model = ctx.domain().issue_license(ctx.actor()?, issue).await?;
-        Ok(License { model, issued_to_caller: true })
+        Ok(License {
+            model,
+            issued_to_caller: true,
+        })
     }
 
     /// Changes expiry, seat cap, entitlements or metadata (OWNER, ADMIN, INTEGRATION).
@@ -235,7 +257,11 @@ impl LicenseMutation {
             entitlements: input.entitlements,
             metadata: maybe(input.metadata, |m| m.0),
         };
-        Ok(ctx.domain().update_license(ctx.actor()?, &input.id, change).await?.into())
+        Ok(ctx
+            .domain()
+            .update_license(ctx.actor()?, &input.id, change)
+            .await?
+            .into())
     }
 
     /// Adds the policy's duration to the expiry (from now if already expired).

@@ -69,7 +69,11 @@ pub struct Loaders {
 
 fn loader<M: FetchById>(domain: &Domain, actor: &Arc<Actor>) -> Arc<DataLoader<ById<M>>> {
     Arc::new(DataLoader::new(
-        ById { domain: domain.clone(), actor: actor.clone(), _row: std::marker::PhantomData },
+        ById {
+            domain: domain.clone(),
+            actor: actor.clone(),
+            _row: std::marker::PhantomData,
+        },
         tokio::spawn,
     ))
 }

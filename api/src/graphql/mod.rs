@@ -14,6 +14,7 @@ pub mod licenses;
 pub mod loaders;
 pub mod vendor;
 
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet};
 use async_graphql::{EmptySubscription, MergedObject, Schema, ServerError};
 use domain::Domain;
 
@@ -24,8 +25,13 @@ use crate::limits::RateLimiter;
 pub const MAX_DEPTH: usize = 10;
 /// Most expensive query allowed (a connection costs `first` times its selection).
 pub const MAX_COMPLEXITY: usize = 1000;
-/// Most directives allowed in one document.
+/// Most directives allowed on one field.
 pub const MAX_DIRECTIVES: usize = 10;
+/// Deepest selection allowed in a document that only introspects (development only): the
+/// introspection query GraphiQL sends nests `ofType` deeper than [`MAX_DEPTH`]. A document
+/// that touches any data field gets [`MAX_DEPTH`], whatever its operations or fragments are
+/// named.
+pub const MAX_INTROSPECTION_DEPTH: usize = 15;
 
 /// Every query field.
 #[derive(MergedObject, Default)]
@@ -58,25 +64,88 @@ pub fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
     usize::try_from(first).unwrap_or(100) * child_complexity
 }
 
-/// Builds the schema. In production introspection and "did you mean" suggestions are off.
-#[must_use]
-pub fn build_schema(domain: Domain, production: bool) -> AppSchema {
-    let mut builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .data(domain)
-        .data(access::LoginLimiter(RateLimiter::new(5, std::time::Duration::from_secs(60))))
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
-        .limit_directives(MAX_DIRECTIVES);
-    if production {
-        builder = builder.disable_introspection().disable_suggestions();
+/// The schemas a request can run on.
+#[derive(Clone)]
+pub struct Schemas {
+    /// Every request that reads or writes data.
+    pub main: AppSchema,
+    /// Introspection-only documents in development ([`MAX_INTROSPECTION_DEPTH`]); `None` in
+    /// production, where introspection is off.
+    pub introspection: Option<AppSchema>,
+}
+
+impl Schemas {
+    /// Builds the schemas. In production introspection and "did you mean" suggestions are off.
+    #[must_use]
+    pub fn new(domain: &Domain, production: bool) -> Self {
+        let limiter = std::sync::Arc::new(access::LoginLimiter(RateLimiter::new(
+            5,
+            std::time::Duration::from_secs(60),
+        )));
+        let build = |depth: usize| {
+            let builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+                .data(domain.clone())
+                .data(limiter.clone())
+                .limit_depth(depth)
+                .limit_complexity(MAX_COMPLEXITY)
+                .limit_directives(MAX_DIRECTIVES);
+            if production {
+                builder.disable_introspection().disable_suggestions().finish()
+            } else {
+                builder.finish()
+            }
+        };
+        Self {
+            main: build(MAX_DEPTH),
+            introspection: (!production).then(|| build(MAX_INTROSPECTION_DEPTH)),
+        }
     }
-    builder.finish()
+
+    /// The schema `request` runs on: the introspection schema only when every root field of
+    /// the selected operation (through fragments) is `__schema`, `__type` or `__typename`.
+    pub fn for_request(&self, request: &mut async_graphql::Request) -> &AppSchema {
+        let operation_name = request.operation_name.clone();
+        match (&self.introspection, request.parsed_query()) {
+            (Some(introspection), Ok(doc)) if introspects_only(doc, operation_name.as_deref()) => introspection,
+            _ => &self.main,
+        }
+    }
+}
+
+/// Whether the selected operation of `doc` only asks for introspection fields.
+fn introspects_only(doc: &ExecutableDocument, operation_name: Option<&str>) -> bool {
+    fn walk(doc: &ExecutableDocument, set: &SelectionSet, seen: &mut Vec<String>) -> bool {
+        set.items.iter().all(|selection| match &selection.node {
+            Selection::Field(field) => matches!(field.node.name.node.as_str(), "__schema" | "__type" | "__typename"),
+            Selection::InlineFragment(inline) => walk(doc, &inline.node.selection_set.node, seen),
+            Selection::FragmentSpread(spread) => {
+                let name = spread.node.fragment_name.node.to_string();
+                if seen.contains(&name) {
+                    return false;
+                }
+                seen.push(name);
+                doc.fragments
+                    .get(&spread.node.fragment_name.node)
+                    .is_some_and(|fragment| walk(doc, &fragment.node.selection_set.node, seen))
+            }
+        })
+    }
+    let operation = match (&doc.operations, operation_name) {
+        (DocumentOperations::Single(op), _) => Some(op),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    operation
+        .is_some_and(|op| op.node.ty == OperationType::Query && walk(doc, &op.node.selection_set.node, &mut Vec::new()))
 }
 
 /// The SDL of the schema, as written to `schema.graphql`.
 #[must_use]
 pub fn sdl() -> String {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription).finish().sdl()
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+        .finish()
+        .sdl()
 }
 
 /// Gives every error an allow-listed code: limit violations become QUERY_TOO_COMPLEX, parse
@@ -84,13 +153,23 @@ pub fn sdl() -> String {
 /// message replaced, its text logged once).
 pub fn mask_errors(errors: &mut [ServerError], request_id: &str) {
     for error in errors {
-        let code = error.extensions.as_ref().and_then(|ext| ext.get("code")).and_then(|v| match v {
-            async_graphql::Value::String(s) => Some(s.clone()),
-            _ => None,
-        });
-        if code.as_deref().is_some_and(|c| ErrorCode::ALL.iter().any(|k| k.as_str() == c)) {
+        let code = error
+            .extensions
+            .as_ref()
+            .and_then(|ext| ext.get("code"))
+            .and_then(|v| match v {
+                async_graphql::Value::String(s) => Some(s.clone()),
+                _ => None,
+            });
+        if code
+            .as_deref()
+            .is_some_and(|c| ErrorCode::ALL.iter().any(|k| k.as_str() == c))
+        {
             if code.as_deref() == Some(ErrorCode::Internal.as_str()) {
-                error.extensions.get_or_insert_with(Default::default).set("requestId", request_id);
+                error
+                    .extensions
+                    .get_or_insert_with(Default::default)
+                    .set("requestId", request_id);
             }
             continue;
         }
@@ -101,7 +180,10 @@ pub fn mask_errors(errors: &mut [ServerError], request_id: &str) {
             || message.starts_with("The recursion depth");
         let (code, keep_message) = if limit {
             (ErrorCode::QueryTooComplex, true)
-        } else if error.path.is_empty() || message.starts_with("Failed to parse") || message.starts_with("Invalid value") {
+        } else if error.path.is_empty()
+            || message.starts_with("Failed to parse")
+            || message.starts_with("Invalid value")
+        {
             (ErrorCode::InvalidInput, true)
         } else {
             tracing::error!(request_id, error = %message, "unexpected resolver error");
@@ -115,5 +197,24 @@ pub fn mask_errors(errors: &mut [ServerError], request_id: &str) {
         if code == ErrorCode::Internal {
             ext.set("requestId", request_id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// `schema.graphql` at the repository root is the exported SDL; regenerate it with
+    /// `UPDATE_SCHEMA=1 cargo test -p api schema_graphql`.
+    #[test]
+    fn schema_graphql_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema.graphql");
+        let sdl = super::sdl();
+        if std::env::var_os("UPDATE_SCHEMA").is_some() {
+            std::fs::write(&path, &sdl).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == sdl,
+            "schema.graphql is out of date: run `UPDATE_SCHEMA=1 cargo test --workspace schema_graphql` and commit it"
+        );
     }
 }

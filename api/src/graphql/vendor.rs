@@ -128,8 +128,15 @@ pub struct VendorMutation;
 impl VendorMutation {
     /// Changes the vendor's name or alert emails (OWNER, ADMIN).
     async fn update_vendor_settings(&self, ctx: &Context<'_>, input: VendorSettingsInput) -> ApiResult<Vendor> {
-        let settings = domain::vendors::VendorSettings { name: input.name, alert_emails: input.alert_emails };
-        Ok(ctx.domain().update_vendor_settings(ctx.actor()?, settings).await?.into())
+        let settings = domain::vendors::VendorSettings {
+            name: input.name,
+            alert_emails: input.alert_emails,
+        };
+        Ok(ctx
+            .domain()
+            .update_vendor_settings(ctx.actor()?, settings)
+            .await?
+            .into())
     }
 
     /// Starts signing with a new key; the old one stays listed, inactive (OWNER, ADMIN).

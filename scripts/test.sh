@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: installs what is missing, starts a throwaway
+# PostgreSQL on a free loopback port, builds the binaries the end-to-end tests drive, runs
+# `cargo test --workspace` (extra arguments are passed on), and stops PostgreSQL again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -z "$pg_bin" ]; then
+  echo "installing PostgreSQL..."
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+fi
+
+work=$(mktemp -d /tmp/licensing-test.XXXXXX)
+chmod 755 "$work"
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+# initdb refuses to run as root: use the postgres system user then.
+pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+if [ "$(id -u)" = 0 ]; then
+  id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+  chown postgres "$work"
+fi
+
+stop_postgres() {
+  pg "$pg_bin/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap stop_postgres EXIT
+
+pg "$pg_bin/initdb" -D "$work/pg" -U postgres --auth=trust -E UTF8 >/dev/null
+pg "$pg_bin/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w \
+  -o "-p $port -k $work -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=400" \
+  start >/dev/null
+export LICENSING_TEST_PG_URL="postgres://postgres@127.0.0.1:$port"
+echo "PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
+
+cargo build --workspace --bins
+cargo test --workspace "$@"
