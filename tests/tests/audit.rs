@@ -1,0 +1,331 @@
+//! Every mutation leaves exactly one audit event naming the actor, the action, the target and
+//! a diff of what changed. The test walks every mutation in the schema.
+
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+use tests::{Backend, TestServer, on_both_databases, seed};
+
+/// One mutation and the event it must leave.
+struct Case {
+    field: &'static str,
+    query: &'static str,
+    vars: Value,
+    /// Who calls it: `None` = anonymous, else a token.
+    token: Option<String>,
+    action: &'static str,
+    target_kind: &'static str,
+    /// Keys the diff must hold with these values; `"<set>"` = any non-null value.
+    diff: Value,
+}
+
+async fn audit_total(server: &TestServer, token: &str) -> i64 {
+    server
+        .ok(token, "{ auditEvents(first: 1) { totalCount } }", json!({}))
+        .await["auditEvents"]["totalCount"]
+        .as_i64()
+        .unwrap()
+}
+
+fn holds(actual: &Value, expected: &Value) -> bool {
+    match (actual, expected) {
+        (a, Value::String(s)) if s == "<set>" => !a.is_null(),
+        (Value::Object(a), Value::Object(e)) => e.iter().all(|(k, v)| a.get(k).is_some_and(|av| holds(av, v))),
+        (a, e) => a == e,
+    }
+}
+
+async fn every_mutation(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let owner = server.owner_token.clone();
+    let s = seed(&server, &owner).await;
+    let staff_password = "correct horse battery";
+    let login = server
+        .gql(
+            None,
+            "mutation { login(email: \"owner@localhost\", password: \"x\") { token } }",
+            json!({}),
+        )
+        .await;
+    assert!(login["errors"].is_array(), "the owner has no password yet");
+    let token_to_revoke = server
+        .ok(
+            &owner,
+            "mutation { createApiToken(input: {name: \"old\", role: READ_ONLY}) { apiToken { id } } }",
+            json!({}),
+        )
+        .await["createApiToken"]["apiToken"]["id"]
+        .clone();
+    let owner_user =
+        server.ok(&owner, "{ staffUsers { nodes { id } } }", json!({})).await["staffUsers"]["nodes"][0]["id"].clone();
+
+    let mut cases = vec![
+        Case {
+            field: "createProduct",
+            query: "mutation { createProduct(input: {name: \"Lite\", code: \"lite\"}) { id } }",
+            vars: json!({}),
+            token: Some(owner.clone()),
+            action: "product.create",
+            target_kind: "product",
+            diff: json!({ "before": {}, "after": { "name": "Lite", "code": "lite" } }),
+        },
+        Case {
+            field: "createPolicy",
+            query: "mutation($p: ID!) { createPolicy(input: {productId: $p, name: \"Monthly\", durationSeconds: 2592000, floating: true}) { id } }",
+            vars: json!({ "p": s.product }),
+            token: Some(owner.clone()),
+            action: "policy.create",
+            target_kind: "policy",
+            diff: json!({ "before": {}, "after": { "name": "Monthly", "floating": true, "dead_device_action": "RELEASE_SEAT", "grace_seconds": 604800 } }),
+        },
+        Case {
+            field: "upsertCustomer",
+            query: "mutation { upsertCustomer(input: {externalId: \"C-9\", name: \"Initech\"}) { id } }",
+            vars: json!({}),
+            token: Some(owner.clone()),
+            action: "customer.create",
+            target_kind: "customer",
+            diff: json!({ "before": {}, "after": { "external_id": "C-9", "name": "Initech" } }),
+        },
+        Case {
+            field: "upsertCustomer",
+            query: "mutation { upsertCustomer(input: {externalId: \"C-1\", name: \"Acme Inc\", email: \"ops@acme.test\"}) { id } }",
+            vars: json!({}),
+            token: Some(owner.clone()),
+            action: "customer.update",
+            target_kind: "customer",
+            diff: json!({ "before": { "name": "Acme" }, "after": { "name": "Acme Inc" } }),
+        },
+        Case {
+            field: "issueLicense",
+            query: "mutation($p: ID!) { issueLicense(input: {policyId: $p, customerExternalId: \"C-9\"}) { id } }",
+            vars: json!({ "p": s.policy }),
+            token: Some(owner.clone()),
+            action: "license.issue",
+            target_kind: "license",
+            diff: json!({ "before": {}, "after": { "status": "ACTIVE", "version": 1, "max_activations": 5, "expires_at": "<set>" } }),
+        },
+        Case {
+            field: "updateLicense",
+            query: "mutation($id: ID!) { updateLicense(input: {id: $id, maxActivations: 8}) { id } }",
+            vars: json!({ "id": s.license }),
+            token: Some(owner.clone()),
+            action: "license.update",
+            target_kind: "license",
+            diff: json!({ "before": { "max_activations": 5, "version": 1 }, "after": { "max_activations": 8, "version": 2 } }),
+        },
+        Case {
+            field: "renewLicense",
+            query: "mutation($id: ID!) { renewLicense(id: $id) { id } }",
+            vars: json!({ "id": s.license }),
+            token: Some(owner.clone()),
+            action: "license.renew",
+            target_kind: "license",
+            diff: json!({ "before": { "expires_at": "<set>", "version": 2 }, "after": { "expires_at": "<set>", "version": 3 } }),
+        },
+        Case {
+            field: "suspendLicense",
+            query: "mutation($id: ID!) { suspendLicense(id: $id, reason: \"late\") { id } }",
+            vars: json!({ "id": s.license }),
+            token: Some(owner.clone()),
+            action: "license.suspend",
+            target_kind: "license",
+            diff: json!({ "before": { "status": "ACTIVE", "status_reason": null, "version": 3 }, "after": { "status": "SUSPENDED", "status_reason": "late", "version": 4 } }),
+        },
+        Case {
+            field: "reinstateLicense",
+            query: "mutation($id: ID!) { reinstateLicense(id: $id) { id } }",
+            vars: json!({ "id": s.license }),
+            token: Some(owner.clone()),
+            action: "license.reinstate",
+            target_kind: "license",
+            diff: json!({ "before": { "status": "SUSPENDED", "version": 4 }, "after": { "status": "ACTIVE", "status_reason": null, "version": 5 } }),
+        },
+        Case {
+            field: "revokeLicense",
+            query: "mutation($id: ID!) { revokeLicense(id: $id) { id } }",
+            vars: json!({ "id": s.license }),
+            token: Some(owner.clone()),
+            action: "license.revoke",
+            target_kind: "license",
+            diff: json!({ "before": { "status": "ACTIVE", "version": 5 }, "after": { "status": "REVOKED", "version": 6 } }),
+        },
+        Case {
+            field: "updateVendorSettings",
+            query: "mutation { updateVendorSettings(input: {alertEmails: [\"ops@v.test\"]}) { id } }",
+            vars: json!({}),
+            token: Some(owner.clone()),
+            action: "vendor.update_settings",
+            target_kind: "vendor",
+            diff: json!({ "before": { "alert_emails": ["owner@localhost"] }, "after": { "alert_emails": ["ops@v.test"] } }),
+        },
+        Case {
+            field: "rotateSigningKey",
+            query: "mutation { rotateSigningKey { kid } }",
+            vars: json!({}),
+            token: Some(owner.clone()),
+            action: "signing_key.rotate",
+            target_kind: "signing_key",
+            diff: json!({ "before": { "active_kid": "<set>" }, "after": { "active_kid": "<set>" } }),
+        },
+        Case {
+            field: "createApiToken",
+            query: "mutation { createApiToken(input: {name: \"ci\", role: SUPPORT}) { token } }",
+            vars: json!({}),
+            token: Some(owner.clone()),
+            action: "api_token.create",
+            target_kind: "api_token",
+            diff: json!({ "before": {}, "after": { "name": "ci", "role": "SUPPORT" } }),
+        },
+        Case {
+            field: "revokeApiToken",
+            query: "mutation($id: ID!) { revokeApiToken(id: $id) { id } }",
+            vars: json!({ "id": token_to_revoke }),
+            token: Some(owner.clone()),
+            action: "api_token.revoke",
+            target_kind: "api_token",
+            diff: json!({ "before": { "revoked_at": null }, "after": { "revoked_at": "<set>" } }),
+        },
+        Case {
+            field: "createStaffUser",
+            query: "mutation { createStaffUser(input: {email: \"sam@v.test\", role: ADMIN}) { id } }",
+            vars: json!({}),
+            token: Some(owner.clone()),
+            action: "staff_user.create",
+            target_kind: "staff_user",
+            diff: json!({ "before": {}, "after": { "email": "sam@v.test", "role": "ADMIN", "password_set": false } }),
+        },
+        Case {
+            field: "setStaffPassword",
+            query: "mutation($id: ID!, $p: String!) { setStaffPassword(userId: $id, password: $p) { id } }",
+            vars: json!({ "id": owner_user, "p": staff_password }),
+            token: Some(owner.clone()),
+            action: "staff_user.set_password",
+            target_kind: "staff_user",
+            diff: json!({ "before": { "password_set": false }, "after": { "password_set": true } }),
+        },
+        Case {
+            field: "login",
+            query: "mutation($p: String!) { login(email: \"owner@localhost\", password: $p) { token } }",
+            vars: json!({ "p": staff_password }),
+            token: None,
+            action: "staff.login",
+            target_kind: "staff_session",
+            diff: json!({ "before": {}, "after": { "staff_user_id": owner_user, "expires_at": "<set>" } }),
+        },
+    ];
+
+    let mut session = None;
+    for case in cases.drain(..).chain(std::iter::once(Case {
+        field: "logout",
+        query: "mutation { logout }",
+        vars: json!({}),
+        token: None,
+        action: "staff.logout",
+        target_kind: "staff_session",
+        diff: json!({ "before": { "revoked_at": null }, "after": { "revoked_at": "<set>" } }),
+    })) {
+        let before = audit_total(&server, &owner).await;
+        let token = if case.field == "logout" {
+            session.clone()
+        } else {
+            case.token.clone()
+        };
+        let res = server.gql(token.as_deref(), case.query, case.vars.clone()).await;
+        assert!(res.get("errors").is_none(), "{}: {res}", case.field);
+        if case.field == "login" {
+            session = Some(res["data"]["login"]["token"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(
+            audit_total(&server, &owner).await,
+            before + 1,
+            "{}: exactly one audit event",
+            case.field
+        );
+        let event = server
+            .ok(&owner, "{ auditEvents(first: 1) { nodes { action actorKind actorId actorLabel targetKind targetId diff requestId } } }", json!({}))
+            .await["auditEvents"]["nodes"][0]
+            .clone();
+        assert_eq!(event["action"], case.action, "{event}");
+        assert_eq!(event["targetKind"], case.target_kind, "{event}");
+        assert!(
+            event["targetId"].is_string() && event["requestId"].is_string(),
+            "{event}"
+        );
+        let expected_actor = if case.token.is_some() { "token" } else { "staff" };
+        assert_eq!(event["actorKind"], expected_actor, "{event}");
+        if expected_actor == "staff" {
+            assert_eq!(event["actorId"], owner_user);
+            assert_eq!(event["actorLabel"], "owner@localhost");
+        }
+        assert!(
+            holds(&event["diff"], &case.diff),
+            "{}: diff {} does not hold {}",
+            case.field,
+            event["diff"],
+            case.diff
+        );
+        let text = event.to_string();
+        assert!(
+            !text.contains(&s.key) && !text.contains(staff_password) && !text.contains("lsk_"),
+            "no secrets in the audit log: {text}"
+        );
+    }
+
+    // Every mutation of the schema was walked above.
+    let schema = server
+        .ok(&owner, "{ __schema { mutationType { fields { name } } } }", json!({}))
+        .await;
+    let all: BTreeSet<&str> = schema["__schema"]["mutationType"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    let walked: BTreeSet<&str> = [
+        "createProduct",
+        "createPolicy",
+        "upsertCustomer",
+        "issueLicense",
+        "updateLicense",
+        "renewLicense",
+        "suspendLicense",
+        "reinstateLicense",
+        "revokeLicense",
+        "updateVendorSettings",
+        "rotateSigningKey",
+        "createApiToken",
+        "revokeApiToken",
+        "createStaffUser",
+        "setStaffPassword",
+        "login",
+        "logout",
+    ]
+    .into();
+    let missing: Vec<&&str> = all.difference(&walked).collect();
+    assert!(missing.is_empty(), "mutations without an audit case: {missing:?}");
+
+    // Filters by target and by actor.
+    let by_target = server
+        .ok(
+            &owner,
+            "query($t: ID) { auditEvents(targetId: $t) { totalCount } }",
+            json!({ "t": s.license }),
+        )
+        .await;
+    assert_eq!(
+        by_target["auditEvents"]["totalCount"], 6,
+        "issue, update, renew, suspend, reinstate, revoke"
+    );
+    let by_actor = server
+        .ok(
+            &owner,
+            "query($a: ID) { auditEvents(actorId: $a) { totalCount } }",
+            json!({ "a": owner_user }),
+        )
+        .await;
+    assert_eq!(by_actor["auditEvents"]["totalCount"], 2, "login and logout");
+}
+on_both_databases!(every_mutation_leaves_one_audit_event, every_mutation);
