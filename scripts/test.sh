@@ -42,4 +42,7 @@ export LICENSING_TEST_PG_URL="postgres://postgres@127.0.0.1:$port"
 echo "PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
 
 cargo build --workspace --bins
-cargo test --workspace "$@"
+# Tee the output so the run ends with one plain total over every test binary.
+cargo test --workspace "$@" 2>&1 | tee "$work/test.log"
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "%d passed, %d failed\n", p, f }' "$work/test.log"
