@@ -1,9 +1,11 @@
 //! Credentials on the wire: staff session JWTs (HS256 under a key derived from the master
 //! secret, `kid`, `iss`, `aud` and `exp` checked, the session looked up so logout and password
-//! changes end it at once) and API tokens (`lsk_...`, looked up by keyed hash).
+//! changes end it at once), API tokens (`lsk_...`, looked up by keyed hash) and device tokens
+//! (`ldt_...`, verified without a database read).
 
 use chrono::{DateTime, Utc};
 use domain::access::{API_TOKEN_PREFIX, Session};
+use domain::device_tokens::DEVICE_TOKEN_PREFIX;
 use domain::{Actor, Domain};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -59,6 +61,12 @@ pub fn session_token(domain: &Domain, session: &Session, now: DateTime<Utc>) -> 
 pub async fn authenticate(domain: &Domain, bearer: &str, request_id: Option<String>) -> domain::Result<Actor> {
     if bearer.starts_with(API_TOKEN_PREFIX) {
         return domain.authenticate_api_token(bearer, request_id).await;
+    }
+    if bearer.starts_with(DEVICE_TOKEN_PREFIX) {
+        return domain
+            .device_tokens
+            .authenticate(&domain.db, &domain.secrets, bearer, request_id)
+            .await;
     }
     let invalid = |why: &str| domain::Error::Unauthenticated(format!("the session token is invalid: {why}"));
     let header = jsonwebtoken::decode_header(bearer).map_err(|_| invalid("malformed"))?;

@@ -17,6 +17,7 @@ use secrecy::{ExposeSecret, SecretBox};
 /// | `LICENSING_SECRET` | generated into `DATA_DIR/secret` | master secret (>= 32 bytes); required with PostgreSQL |
 /// | `LICENSING_ENV` | `development` | `production` turns introspection and suggestions off |
 /// | `RUST_LOG` | `info,sqlx=warn` | log filter |
+/// | `LICENSING_CLOCK_OFFSET_FILE` | unset | tests only: a file holding seconds to add to the clock |
 pub struct Config {
     /// Where local state lives.
     pub data_dir: PathBuf,
@@ -28,6 +29,8 @@ pub struct Config {
     pub secret: SecretBox<Vec<u8>>,
     /// Whether this is a production deployment.
     pub production: bool,
+    /// Tests only: a file of seconds added to the clock, so tests can move time.
+    pub clock_offset_file: Option<PathBuf>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -63,6 +66,7 @@ impl Config {
             listen_addr: env("LISTEN_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
             secret: SecretBox::new(Box::new(secret)),
             production,
+            clock_offset_file: env("LICENSING_CLOCK_OFFSET_FILE").map(PathBuf::from),
         })
     }
 
@@ -72,6 +76,14 @@ impl Config {
     /// When the secret is shorter than 32 bytes.
     pub fn master_secret(&self) -> anyhow::Result<domain::MasterSecret> {
         domain::MasterSecret::new(self.secret.expose_secret()).context("LICENSING_SECRET")
+    }
+
+    /// The clock: the system's, or moved by the offset file in tests.
+    #[must_use]
+    pub fn clock(&self) -> domain::Clock {
+        self.clock_offset_file
+            .clone()
+            .map_or(domain::Clock::System, domain::Clock::OffsetFile)
     }
 }
 

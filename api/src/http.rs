@@ -14,9 +14,8 @@ use async_graphql::parser::types::OperationType;
 use domain::Domain;
 use tracing::Instrument as _;
 
-use crate::graphql::context::{Caller, ClientIp, RequestId};
+use crate::graphql::context::{Caller, ClientIp, RequestId, Scope};
 use crate::graphql::error::ErrorCode;
-use crate::graphql::loaders::Loaders;
 use crate::graphql::{Schemas, mask_errors};
 use crate::metrics::Metrics;
 
@@ -102,10 +101,7 @@ async fn caller(state: &AppState, req: &HttpRequest, request_id: &str) -> Caller
         return Caller::Invalid("use Authorization: Bearer <token>".into());
     };
     match crate::auth::authenticate(&state.domain, bearer, Some(request_id.to_owned())).await {
-        Ok(actor) => {
-            let loaders = Loaders::new(&state.domain, &actor);
-            Caller::Actor(Box::new(actor), loaders)
-        }
+        Ok(actor) => Caller::Authenticated(Scope::new(&state.domain, actor)),
         Err(domain::Error::Unauthenticated(message)) => Caller::Invalid(message),
         Err(err) => {
             tracing::error!(request_id, error = %err, "authentication failed");

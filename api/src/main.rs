@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use api::config::{Config, write_private};
 use api::http::{AppState, observe, routes};
 use clap::{Parser, Subcommand};
-use domain::{Clock, Domain};
+use domain::Domain;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -34,11 +34,11 @@ enum Command {
 }
 
 async fn open_domain(config: &Config) -> anyhow::Result<Domain> {
-    let db = domain::db::connect(&config.database_url)
+    let pools = domain::db::connect(&config.database_url)
         .await
         .context("connecting to DATABASE_URL")?;
-    domain::db::migrate(&db).await.context("applying migrations")?;
-    Ok(Domain::new(db, config.master_secret()?, Clock::System))
+    domain::db::migrate(&pools.write).await.context("applying migrations")?;
+    Ok(Domain::new(pools, config.master_secret()?, config.clock()))
 }
 
 #[actix_web::main]

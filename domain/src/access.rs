@@ -134,7 +134,7 @@ impl Domain {
             name: newtypes::text("name", &new.name, 200)?,
             ..new
         };
-        let tx = begin_write(&self.db).await?;
+        let tx = begin_write(&self.writer).await?;
         let (token, secret) = self.insert_api_token(&tx, actor, new, now).await?;
         audit::record(
             &tx,
@@ -160,7 +160,7 @@ impl Domain {
     pub async fn revoke_api_token(&self, actor: &Actor, id: &str) -> Result<api_token::Model> {
         actor.require(Capability::ManageAccess)?;
         let now = self.clock.now();
-        let tx = begin_write(&self.db).await?;
+        let tx = begin_write(&self.writer).await?;
         let token = api_token::Entity::find_by_id(id)
             .filter(api_token::Column::VendorId.eq(&actor.vendor_id))
             .one(&tx)
@@ -304,7 +304,7 @@ impl Domain {
             .transpose()?
             .map(str::to_owned);
         let now = self.clock.now();
-        let tx = begin_write(&self.db).await?;
+        let tx = begin_write(&self.writer).await?;
         let user = self
             .insert_staff_user(
                 &tx,
@@ -338,7 +338,7 @@ impl Domain {
     pub async fn set_staff_password(&self, actor: &Actor, user_id: &str, password: &str) -> Result<staff_user::Model> {
         let password = newtypes::password(password)?;
         let now = self.clock.now();
-        let tx = begin_write(&self.db).await?;
+        let tx = begin_write(&self.writer).await?;
         let user = staff_user::Entity::find_by_id(user_id)
             .filter(staff_user::Column::VendorId.eq(&actor.vendor_id))
             .one(&tx)
@@ -446,7 +446,7 @@ impl Domain {
             label: user.email.clone(),
             request_id,
         };
-        let tx = begin_write(&self.db).await?;
+        let tx = begin_write(&self.writer).await?;
         staff_session::ActiveModel {
             id: Set(session_id.clone()),
             vendor_id: Set(user.vendor_id.clone()),
@@ -527,7 +527,7 @@ impl Domain {
             return Err(Error::InvalidInput("only a staff session can log out".into()));
         };
         let now = self.clock.now();
-        let tx = begin_write(&self.db).await?;
+        let tx = begin_write(&self.writer).await?;
         staff_session::Entity::update_many()
             .col_expr(staff_session::Column::RevokedAt, Some(now).into())
             .filter(staff_session::Column::Id.eq(session_id))

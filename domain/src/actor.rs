@@ -19,6 +19,19 @@ pub enum ActorKind {
         /// The token's id.
         token_id: String,
     },
+    /// A device, with the token `activateDevice` returned.
+    Device {
+        /// The device.
+        device_id: String,
+        /// Its license.
+        license_id: String,
+    },
+    /// Whoever holds a license key (`activateDevice`, `validateLicense`): may read that
+    /// license and its devices, nothing else.
+    Licensee {
+        /// The license.
+        license_id: String,
+    },
     /// The system itself (first start, workers, command line).
     System,
 }
@@ -100,6 +113,11 @@ impl Actor {
     /// # Errors
     /// [`Error::Forbidden`].
     pub fn require(&self, capability: Capability) -> Result<()> {
+        if matches!(self.kind, ActorKind::Device { .. } | ActorKind::Licensee { .. }) {
+            return Err(Error::Forbidden(
+                "a device or license key can only use the device API".into(),
+            ));
+        }
         if allows(self.role, capability) {
             Ok(())
         } else {
@@ -110,10 +128,23 @@ impl Actor {
         }
     }
 
-    /// Whether the caller's role has `capability`.
+    /// Whether the caller may do `capability`.
     #[must_use]
     pub fn can(&self, capability: Capability) -> bool {
-        allows(self.role, capability)
+        self.require(capability).is_ok()
+    }
+
+    /// The calling device's `(device id, license id)`.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] unless the caller authenticated with a device token.
+    pub fn device(&self) -> Result<(&str, &str)> {
+        match &self.kind {
+            ActorKind::Device { device_id, license_id } => Ok((device_id, license_id)),
+            _ => Err(Error::Forbidden(
+                "send the device token that activateDevice returned".into(),
+            )),
+        }
     }
 
     /// `(kind, id)` of the actor as stored in the audit log.
@@ -122,6 +153,8 @@ impl Actor {
         match &self.kind {
             ActorKind::Staff { user_id, .. } => ("staff", Some(user_id)),
             ActorKind::Token { token_id } => ("token", Some(token_id)),
+            ActorKind::Device { device_id, .. } => ("device", Some(device_id)),
+            ActorKind::Licensee { license_id } => ("licensee", Some(license_id)),
             ActorKind::System => ("system", None),
         }
     }

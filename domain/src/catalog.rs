@@ -104,7 +104,7 @@ impl Domain {
         let name = newtypes::text("name", name, 200)?;
         let code = newtypes::code("code", code)?;
         let now = self.clock.now();
-        let tx = begin_write(&self.db).await?;
+        let tx = begin_write(&self.writer).await?;
         let taken = product::Entity::find()
             .filter(product::Column::VendorId.eq(&actor.vendor_id))
             .filter(product::Column::Code.eq(&code))
@@ -200,7 +200,7 @@ impl Domain {
             meters.push(Meter { code, ..meter });
         }
         let now = self.clock.now();
-        let tx = begin_write(&self.db).await?;
+        let tx = begin_write(&self.writer).await?;
         product::Entity::find_by_id(&new.product_id)
             .filter(product::Column::VendorId.eq(&actor.vendor_id))
             .one(&tx)

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound as _, Utc};
 
 /// A source of the current time.
 #[derive(Clone, Debug, Default)]
@@ -10,8 +10,12 @@ pub enum Clock {
     /// The system clock.
     #[default]
     System,
-    /// A clock that only moves when told to (tests).
+    /// A clock that only moves when told to (unit tests).
     Manual(Arc<Mutex<DateTime<Utc>>>),
+    /// The system clock plus a number of seconds read from a file at every call, so
+    /// end-to-end tests can move a running server's time (`LICENSING_CLOCK_OFFSET_FILE`;
+    /// never set it in production).
+    OffsetFile(std::path::PathBuf),
 }
 
 impl Clock {
@@ -21,13 +25,22 @@ impl Clock {
         Self::Manual(Arc::new(Mutex::new(start)))
     }
 
-    /// The current time.
+    /// The current time, to the microsecond (what both databases store, so a time read back
+    /// equals the time written).
     #[must_use]
     pub fn now(&self) -> DateTime<Utc> {
-        match self {
+        let now = match self {
             Self::System => Utc::now(),
             Self::Manual(at) => *at.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
-        }
+            Self::OffsetFile(path) => {
+                let offset = std::fs::read_to_string(path)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i64>().ok())
+                    .unwrap_or(0);
+                Utc::now() + Duration::seconds(offset)
+            }
+        };
+        now.trunc_subsecs(6)
     }
 
     /// Moves a manual clock forward (no effect on the system clock).

@@ -62,7 +62,7 @@ impl Domain {
         // index; the retry then finds the row and updates it.
         for _ in 0..3 {
             let now = self.clock.now();
-            let tx = begin_write(&self.db).await?;
+            let tx = begin_write(&self.writer).await?;
             let existing = customer::Entity::find()
                 .filter(customer::Column::VendorId.eq(&actor.vendor_id))
                 .filter(customer::Column::ExternalId.eq(&external_id))

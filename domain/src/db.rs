@@ -13,12 +13,32 @@ use sea_orm::{
 /// How long a statement may wait for SQLite's write lock, or run on PostgreSQL.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Opens a pool on `url` (`sqlite://...` or `postgres://...`). SQLite runs in WAL mode with
-/// `synchronous=NORMAL`, foreign keys on and a busy timeout; PostgreSQL gets a statement timeout.
+/// The connection pools of a process.
+#[derive(Clone)]
+pub struct Pools {
+    /// For reads (and everything on PostgreSQL).
+    pub read: DatabaseConnection,
+    /// For write transactions: one connection on SQLite, the read pool on PostgreSQL.
+    pub write: DatabaseConnection,
+}
+
+/// Opens the pools for `url` (`sqlite://...` or `postgres://...`).
 ///
 /// # Errors
 /// The database error when the server cannot be reached or the file cannot be opened.
-pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+pub async fn connect(url: &str) -> Result<Pools, DbErr> {
+    let read = open(url, if url.starts_with("postgres") { 16 } else { 8 }).await?;
+    let write = if read.get_database_backend() == DatabaseBackend::Sqlite {
+        open(url, 1).await?
+    } else {
+        read.clone()
+    };
+    Ok(Pools { read, write })
+}
+
+/// Opens one pool of `max_connections` on `url`. SQLite runs in WAL mode with
+/// `synchronous=NORMAL`, foreign keys on and a busy timeout; PostgreSQL gets a statement timeout.
+async fn open(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url);
     options
         .sqlx_logging(false)
@@ -30,10 +50,9 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
                 .busy_timeout(BUSY_TIMEOUT)
                 .foreign_keys(true)
         });
+    options.max_connections(max_connections);
     if url.starts_with("postgres") {
-        options.max_connections(16).statement_timeout(BUSY_TIMEOUT);
-    } else {
-        options.max_connections(8);
+        options.statement_timeout(BUSY_TIMEOUT);
     }
     Database::connect(options).await
 }

@@ -29,6 +29,12 @@ pub enum Error {
     /// The license is revoked.
     #[error("{0}")]
     LicenseRevoked(String),
+    /// Every seat of the license is taken.
+    #[error("{0}")]
+    ActivationLimitReached(String),
+    /// The device missed its heartbeat deadline and lost its activation.
+    #[error("{0}")]
+    DeviceDead(String),
     /// Too many attempts; try again after the given number of seconds.
     #[error("too many attempts; retry in {0} s")]
     RateLimited(u64),

@@ -8,11 +8,14 @@
 
 pub mod access;
 pub mod actor;
+pub mod alerts;
 pub mod audit;
 pub mod catalog;
 pub mod clock;
 pub mod customers;
 pub mod db;
+pub mod device_tokens;
+pub mod devices;
 pub mod error;
 mod idempotency;
 pub mod licenses;
@@ -27,24 +30,42 @@ pub use entity::enums::Role;
 pub use error::{Error, Result};
 pub use secrets::MasterSecret;
 
+use std::sync::Arc;
+
 use sea_orm::DatabaseConnection;
 
-/// Everything a use case needs: the database, the master secret and the clock.
+/// Everything a use case needs: the database, the master secret, the clock, and the
+/// process's small caches. Cheap to clone.
 #[derive(Clone)]
 pub struct Domain {
-    /// The licensing database (SQLite or PostgreSQL).
+    /// The licensing database (SQLite or PostgreSQL), for reads.
     pub db: DatabaseConnection,
+    /// The pool write transactions use: on SQLite a single connection, so writers queue in
+    /// the pool instead of holding connections while they wait for SQLite's one write lock;
+    /// on PostgreSQL the same pool as `db`.
+    pub writer: DatabaseConnection,
     /// Keys derived from the master secret.
     pub secrets: MasterSecret,
     /// Where "now" comes from.
     pub clock: Clock,
+    /// Current device token generations, so device tokens verify without a database read.
+    pub device_tokens: Arc<device_tokens::DeviceTokens>,
+    /// Decrypted active signing keys by vendor.
+    pub(crate) signing_keys: Arc<vendors::SigningKeyCache>,
 }
 
 impl Domain {
     /// Builds the handle from its parts.
     #[must_use]
-    pub fn new(db: DatabaseConnection, secrets: MasterSecret, clock: Clock) -> Self {
-        Self { db, secrets, clock }
+    pub fn new(pools: db::Pools, secrets: MasterSecret, clock: Clock) -> Self {
+        Self {
+            db: pools.read,
+            writer: pools.write,
+            secrets,
+            clock,
+            device_tokens: Arc::default(),
+            signing_keys: Arc::default(),
+        }
     }
 }
 

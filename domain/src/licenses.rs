@@ -18,7 +18,7 @@ use crate::db::begin_write;
 use crate::idempotency::{self, Claim};
 use crate::newtypes::{self, LicenseKey, masked_key};
 use crate::page::{self, Order, Page, PageRequest};
-use crate::{Actor, Capability, Domain, Error, Result, new_id};
+use crate::{Actor, Capability, Domain, Error, MasterSecret, Result, new_id};
 
 /// `keyed_hash` purpose of license keys.
 const LICENSE_KEY_PURPOSE: &str = "license-key";
@@ -78,6 +78,30 @@ pub struct LicenseFilter {
     pub expires_before: Option<DateTime<Utc>>,
     /// A full license key, a license id, or part of the customer's name, email or external id.
     pub search: Option<String>,
+}
+
+/// The lookup hash of a key as typed. A string that is not a key hashes a fixed dummy, so a
+/// bad key costs the same lookup as a good one.
+fn key_lookup(secrets: &MasterSecret, typed: &str) -> String {
+    match LicenseKey::parse(typed) {
+        Ok(key) => secrets.keyed_hash(LICENSE_KEY_PURPOSE, key.canonical()),
+        Err(_) => secrets.keyed_hash(LICENSE_KEY_PURPOSE, "not-a-key"),
+    }
+}
+
+/// The license with this key, whatever its vendor (the key is the credential); `lock` takes
+/// the row for update.
+pub(crate) async fn find_by_key(
+    secrets: &MasterSecret,
+    db: &impl ConnectionTrait,
+    typed: &str,
+    lock: bool,
+) -> Result<Option<license::Model>> {
+    let mut select = license::Entity::find().filter(license::Column::KeyLookup.eq(key_lookup(secrets, typed)));
+    if lock {
+        select = select.lock_exclusive();
+    }
+    Ok(select.one(db).await?)
 }
 
 /// The status a license has now: an active license past its expiry is expired.
@@ -157,7 +181,7 @@ impl Domain {
             "metadata": input.metadata, "billing_subscription_id": billing,
         }));
 
-        let tx = begin_write(&self.db).await?;
+        let tx = begin_write(&self.writer).await?;
         let claim = match &idempotency_key {
             Some(key) => Some(idempotency::claim(&tx, &actor.vendor_id, "issueLicense", key, &hash, now).await?),
             None => None,
@@ -268,7 +292,7 @@ impl Domain {
         apply: impl FnOnce(&license::Model, DateTime<Utc>) -> Result<Option<license::ActiveModel>>,
     ) -> Result<license::Model> {
         let now = self.clock.now();
-        let tx = begin_write(&self.db).await?;
+        let tx = begin_write(&self.writer).await?;
         let current = license::Entity::find_by_id(id)
             .filter(license::Column::VendorId.eq(&actor.vendor_id))
             .lock_exclusive()

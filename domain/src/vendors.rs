@@ -17,6 +17,15 @@ use crate::{Actor, Capability, Domain, Error, Result, new_id, newtypes};
 
 /// Most addresses a vendor may list for staff alerts.
 const MAX_ALERT_EMAILS: usize = 20;
+/// How long a decrypted signing key is reused before it is read again (a rotation in another
+/// process is picked up within this time; files signed meanwhile still verify).
+const SIGNING_KEY_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Decrypted active signing keys by vendor id.
+#[derive(Default)]
+pub(crate) struct SigningKeyCache(
+    std::sync::Mutex<std::collections::HashMap<String, (String, ed25519_dalek::SigningKey, std::time::Instant)>>,
+);
 
 /// What `create-vendor` (and the first start) hands back.
 #[derive(Debug)]
@@ -70,7 +79,7 @@ impl Domain {
         let slug_value = slug(slug_value)?;
         let owner_email = newtypes::email(owner_email)?;
         let now = self.clock.now();
-        let tx = begin_write(&self.db).await?;
+        let tx = begin_write(&self.writer).await?;
         if vendor::Entity::find()
             .filter(vendor::Column::Slug.eq(&slug_value))
             .one(&tx)
@@ -144,6 +153,7 @@ impl Domain {
     /// # Errors
     /// [`Error::NotFound`] if the vendor is gone.
     pub async fn vendor(&self, actor: &Actor) -> Result<vendor::Model> {
+        actor.require(Capability::Read)?;
         vendor::Entity::find_by_id(&actor.vendor_id)
             .one(&self.db)
             .await?
@@ -178,7 +188,7 @@ impl Domain {
             }
         };
         let now = self.clock.now();
-        let tx = begin_write(&self.db).await?;
+        let tx = begin_write(&self.writer).await?;
         let current = vendor::Entity::find_by_id(&actor.vendor_id)
             .one(&tx)
             .await?
@@ -233,7 +243,7 @@ impl Domain {
     pub async fn rotate_signing_key(&self, actor: &Actor) -> Result<signing_key::Model> {
         actor.require(Capability::ManageVendor)?;
         let now = self.clock.now();
-        let tx = begin_write(&self.db).await?;
+        let tx = begin_write(&self.writer).await?;
         let previous = signing_key::Entity::find()
             .filter(signing_key::Column::VendorId.eq(&actor.vendor_id))
             .filter(signing_key::Column::Active.eq(true))
@@ -261,6 +271,11 @@ impl Domain {
         )
         .await?;
         tx.commit().await?;
+        self.signing_keys
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&actor.vendor_id);
         Ok(key)
     }
 
@@ -268,17 +283,42 @@ impl Domain {
     ///
     /// # Errors
     /// [`Error::Internal`] when the vendor has no active key or it does not decrypt.
-    pub async fn active_signing_key(&self, vendor_id: &str) -> Result<(String, ed25519_dalek::SigningKey)> {
+    pub async fn active_signing_key(
+        &self,
+        db: &impl ConnectionTrait,
+        vendor_id: &str,
+    ) -> Result<(String, ed25519_dalek::SigningKey)> {
+        {
+            let cache = self
+                .signing_keys
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((kid, key, read_at)) = cache.get(vendor_id)
+                && read_at.elapsed() < SIGNING_KEY_FRESH_FOR
+            {
+                return Ok((kid.clone(), key.clone()));
+            }
+        }
         let key = signing_key::Entity::find()
             .filter(signing_key::Column::VendorId.eq(vendor_id))
             .filter(signing_key::Column::Active.eq(true))
-            .one(&self.db)
+            .one(db)
             .await?
             .ok_or_else(|| Error::Internal("vendor has no active signing key".into()))?;
         let der = self
             .secrets
             .decrypt(&signing_key_context(vendor_id), &key.private_key_enc)?;
         let signing = protocol::signing::signing_key_from_der(&der).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut cache = self
+            .signing_keys
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.insert(
+            vendor_id.to_owned(),
+            (key.kid.clone(), signing.clone(), std::time::Instant::now()),
+        );
         Ok((key.kid, signing))
     }
 

@@ -20,6 +20,8 @@ pub struct Model {
     pub hostname: Option<String>,
     pub platform: Option<String>,
     pub status: DeviceStatus,
+    /// Whether the device counts against the license's seats (`licenses.seats_used`).
+    pub holds_seat: bool,
     /// Activated by file.
     pub offline: bool,
     /// The device's Ed25519 public key (base64), when it has one.

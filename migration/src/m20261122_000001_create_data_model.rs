@@ -301,6 +301,7 @@ impl MigrationTrait for Migration {
                 .col(string_null("hostname"))
                 .col(string_null("platform"))
                 .col(string_len("status", 16))
+                .col(boolean("holds_seat"))
                 .col(boolean("offline"))
                 .col(text_null("public_key"))
                 .col(json_binary_null("variables"))

@@ -131,6 +131,7 @@ impl TestServer {
             .env("DATABASE_URL", &database_url)
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("LICENSING_SECRET", TEST_SECRET)
+            .env("LICENSING_CLOCK_OFFSET_FILE", data_dir.path().join("clock-offset"))
             .env("RUST_LOG", "info,sqlx=warn")
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log));
@@ -178,6 +179,11 @@ impl TestServer {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Moves the server's clock: from now on it runs `seconds` ahead of the real one.
+    pub fn set_clock_offset(&self, seconds: i64) {
+        std::fs::write(self.data_dir.path().join("clock-offset"), seconds.to_string()).expect("write clock offset");
     }
 
     /// What the server printed so far.
@@ -332,4 +338,64 @@ pub async fn api_token(server: &TestServer, token: &str, role: &str) -> String {
         )
         .await;
     data["createApiToken"]["token"].as_str().unwrap().to_owned()
+}
+
+/// A product and a policy built from `policy_fields` (GraphQL input fields, e.g.
+/// `maxActivations: 3, floating: true`), and a license under it; returns (policy id, license id, key).
+pub async fn license_with_policy(server: &TestServer, token: &str, policy_fields: &str) -> (String, String, String) {
+    let code = format!("p{}", uuid::Uuid::now_v7().simple());
+    let product = server
+        .ok(
+            token,
+            "mutation($c: String!) { createProduct(input: {name: \"P\", code: $c}) { id } }",
+            json!({ "c": code }),
+        )
+        .await["createProduct"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let query = format!(
+        "mutation($p: ID!) {{ createPolicy(input: {{productId: $p, name: \"T\", {policy_fields}}}) {{ id }} }}"
+    );
+    let policy = server.ok(token, &query, json!({ "p": product })).await["createPolicy"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let license = server
+        .ok(
+            token,
+            "mutation($p: ID!) { issueLicense(input: {policyId: $p}) { id key } }",
+            json!({ "p": policy }),
+        )
+        .await;
+    (
+        policy,
+        license["issueLicense"]["id"].as_str().unwrap().to_owned(),
+        license["issueLicense"]["key"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Four fingerprint components named mac, cpu, disk, hostid with values ending in `tag`.
+#[must_use]
+pub fn components(tag: &str) -> Value {
+    json!([
+        { "name": "mac", "value": format!("mac-{tag}") },
+        { "name": "cpu", "value": format!("cpu-{tag}") },
+        { "name": "disk", "value": format!("disk-{tag}") },
+        { "name": "hostid", "value": format!("host-{tag}") },
+    ])
+}
+
+/// The activation mutation, selecting the device, token and file.
+pub const ACTIVATE: &str = "mutation($in: ActivateDeviceInput!) { activateDevice(input: $in) { deviceToken licenseFile device { id status } } }";
+
+/// Activates `fingerprint` on `key` (anonymous, as the shipped software does).
+pub async fn activate(server: &TestServer, key: &str, fingerprint: &str, components: Value) -> Value {
+    server
+        .gql(
+            None,
+            ACTIVATE,
+            json!({ "in": { "licenseKey": key, "fingerprint": fingerprint, "components": components } }),
+        )
+        .await
 }

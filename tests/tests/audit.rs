@@ -8,13 +8,26 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 use tests::{Backend, TestServer, on_both_databases, seed};
 
+/// Who calls a mutation, and the actor kind its audit event must name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Who {
+    /// The owner API token (`token`).
+    Owner,
+    /// Nobody: a login, or a license key (`licensee`).
+    Anonymous(&'static str),
+    /// The staff session `login` opened (`staff`).
+    Session,
+    /// The device `activateDevice` activated (`device`).
+    Device,
+}
+
 /// One mutation and the event it must leave.
 struct Case {
     field: &'static str,
     query: &'static str,
     vars: Value,
-    /// Who calls it: `None` = anonymous, else a token.
-    token: Option<String>,
+    /// Who calls it.
+    who: Who,
     action: &'static str,
     target_kind: &'static str,
     /// Keys the diff must hold with these values; `"<set>"` = any non-null value.
@@ -60,13 +73,22 @@ async fn every_mutation(backend: Backend) {
         .clone();
     let owner_user =
         server.ok(&owner, "{ staffUsers { nodes { id } } }", json!({})).await["staffUsers"]["nodes"][0]["id"].clone();
+    // A license for the device cases, and a full one whose only seat is taken (which raises an alert).
+    let (_, _, device_key) =
+        tests::license_with_policy(&server, &owner, "maxActivations: 3, heartbeatIntervalSeconds: 600").await;
+    let (_, _, full_key) = tests::license_with_policy(&server, &owner, "maxActivations: 1").await;
+    let other_device =
+        tests::activate(&server, &full_key, "other", json!([])).await["data"]["activateDevice"]["device"]["id"].clone();
+    let alert_id =
+        server.ok(&owner, "{ alerts { nodes { id } } }", json!({})).await["alerts"]["nodes"][0]["id"].clone();
+    assert!(alert_id.is_string(), "filling the one seat raised an alert");
 
-    let mut cases = vec![
+    let cases = vec![
         Case {
             field: "createProduct",
             query: "mutation { createProduct(input: {name: \"Lite\", code: \"lite\"}) { id } }",
             vars: json!({}),
-            token: Some(owner.clone()),
+            who: Who::Owner,
             action: "product.create",
             target_kind: "product",
             diff: json!({ "before": {}, "after": { "name": "Lite", "code": "lite" } }),
@@ -75,7 +97,7 @@ async fn every_mutation(backend: Backend) {
             field: "createPolicy",
             query: "mutation($p: ID!) { createPolicy(input: {productId: $p, name: \"Monthly\", durationSeconds: 2592000, floating: true}) { id } }",
             vars: json!({ "p": s.product }),
-            token: Some(owner.clone()),
+            who: Who::Owner,
             action: "policy.create",
             target_kind: "policy",
             diff: json!({ "before": {}, "after": { "name": "Monthly", "floating": true, "dead_device_action": "RELEASE_SEAT", "grace_seconds": 604800 } }),
@@ -84,7 +106,7 @@ async fn every_mutation(backend: Backend) {
             field: "upsertCustomer",
             query: "mutation { upsertCustomer(input: {externalId: \"C-9\", name: \"Initech\"}) { id } }",
             vars: json!({}),
-            token: Some(owner.clone()),
+            who: Who::Owner,
             action: "customer.create",
             target_kind: "customer",
             diff: json!({ "before": {}, "after": { "external_id": "C-9", "name": "Initech" } }),
@@ -93,7 +115,7 @@ async fn every_mutation(backend: Backend) {
             field: "upsertCustomer",
             query: "mutation { upsertCustomer(input: {externalId: \"C-1\", name: \"Acme Inc\", email: \"ops@acme.test\"}) { id } }",
             vars: json!({}),
-            token: Some(owner.clone()),
+            who: Who::Owner,
             action: "customer.update",
             target_kind: "customer",
             diff: json!({ "before": { "name": "Acme" }, "after": { "name": "Acme Inc" } }),
@@ -102,7 +124,7 @@ async fn every_mutation(backend: Backend) {
             field: "issueLicense",
             query: "mutation($p: ID!) { issueLicense(input: {policyId: $p, customerExternalId: \"C-9\"}) { id } }",
             vars: json!({ "p": s.policy }),
-            token: Some(owner.clone()),
+            who: Who::Owner,
             action: "license.issue",
             target_kind: "license",
             diff: json!({ "before": {}, "after": { "status": "ACTIVE", "version": 1, "max_activations": 5, "expires_at": "<set>" } }),
@@ -111,7 +133,7 @@ async fn every_mutation(backend: Backend) {
             field: "updateLicense",
             query: "mutation($id: ID!) { updateLicense(input: {id: $id, maxActivations: 8}) { id } }",
             vars: json!({ "id": s.license }),
-            token: Some(owner.clone()),
+            who: Who::Owner,
             action: "license.update",
             target_kind: "license",
             diff: json!({ "before": { "max_activations": 5, "version": 1 }, "after": { "max_activations": 8, "version": 2 } }),
@@ -120,7 +142,7 @@ async fn every_mutation(backend: Backend) {
             field: "renewLicense",
             query: "mutation($id: ID!) { renewLicense(id: $id) { id } }",
             vars: json!({ "id": s.license }),
-            token: Some(owner.clone()),
+            who: Who::Owner,
             action: "license.renew",
             target_kind: "license",
             diff: json!({ "before": { "expires_at": "<set>", "version": 2 }, "after": { "expires_at": "<set>", "version": 3 } }),
@@ -129,7 +151,7 @@ async fn every_mutation(backend: Backend) {
             field: "suspendLicense",
             query: "mutation($id: ID!) { suspendLicense(id: $id, reason: \"late\") { id } }",
             vars: json!({ "id": s.license }),
-            token: Some(owner.clone()),
+            who: Who::Owner,
             action: "license.suspend",
             target_kind: "license",
             diff: json!({ "before": { "status": "ACTIVE", "status_reason": null, "version": 3 }, "after": { "status": "SUSPENDED", "status_reason": "late", "version": 4 } }),
@@ -138,7 +160,7 @@ async fn every_mutation(backend: Backend) {
             field: "reinstateLicense",
             query: "mutation($id: ID!) { reinstateLicense(id: $id) { id } }",
             vars: json!({ "id": s.license }),
-            token: Some(owner.clone()),
+            who: Who::Owner,
             action: "license.reinstate",
             target_kind: "license",
             diff: json!({ "before": { "status": "SUSPENDED", "version": 4 }, "after": { "status": "ACTIVE", "status_reason": null, "version": 5 } }),
@@ -147,7 +169,7 @@ async fn every_mutation(backend: Backend) {
             field: "revokeLicense",
             query: "mutation($id: ID!) { revokeLicense(id: $id) { id } }",
             vars: json!({ "id": s.license }),
-            token: Some(owner.clone()),
+            who: Who::Owner,
             action: "license.revoke",
             target_kind: "license",
             diff: json!({ "before": { "status": "ACTIVE", "version": 5 }, "after": { "status": "REVOKED", "version": 6 } }),
@@ -156,7 +178,7 @@ async fn every_mutation(backend: Backend) {
             field: "updateVendorSettings",
             query: "mutation { updateVendorSettings(input: {alertEmails: [\"ops@v.test\"]}) { id } }",
             vars: json!({}),
-            token: Some(owner.clone()),
+            who: Who::Owner,
             action: "vendor.update_settings",
             target_kind: "vendor",
             diff: json!({ "before": { "alert_emails": ["owner@localhost"] }, "after": { "alert_emails": ["ops@v.test"] } }),
@@ -165,7 +187,7 @@ async fn every_mutation(backend: Backend) {
             field: "rotateSigningKey",
             query: "mutation { rotateSigningKey { kid } }",
             vars: json!({}),
-            token: Some(owner.clone()),
+            who: Who::Owner,
             action: "signing_key.rotate",
             target_kind: "signing_key",
             diff: json!({ "before": { "active_kid": "<set>" }, "after": { "active_kid": "<set>" } }),
@@ -174,7 +196,7 @@ async fn every_mutation(backend: Backend) {
             field: "createApiToken",
             query: "mutation { createApiToken(input: {name: \"ci\", role: SUPPORT}) { token } }",
             vars: json!({}),
-            token: Some(owner.clone()),
+            who: Who::Owner,
             action: "api_token.create",
             target_kind: "api_token",
             diff: json!({ "before": {}, "after": { "name": "ci", "role": "SUPPORT" } }),
@@ -183,7 +205,7 @@ async fn every_mutation(backend: Backend) {
             field: "revokeApiToken",
             query: "mutation($id: ID!) { revokeApiToken(id: $id) { id } }",
             vars: json!({ "id": token_to_revoke }),
-            token: Some(owner.clone()),
+            who: Who::Owner,
             action: "api_token.revoke",
             target_kind: "api_token",
             diff: json!({ "before": { "revoked_at": null }, "after": { "revoked_at": "<set>" } }),
@@ -192,7 +214,7 @@ async fn every_mutation(backend: Backend) {
             field: "createStaffUser",
             query: "mutation { createStaffUser(input: {email: \"sam@v.test\", role: ADMIN}) { id } }",
             vars: json!({}),
-            token: Some(owner.clone()),
+            who: Who::Owner,
             action: "staff_user.create",
             target_kind: "staff_user",
             diff: json!({ "before": {}, "after": { "email": "sam@v.test", "role": "ADMIN", "password_set": false } }),
@@ -201,7 +223,7 @@ async fn every_mutation(backend: Backend) {
             field: "setStaffPassword",
             query: "mutation($id: ID!, $p: String!) { setStaffPassword(userId: $id, password: $p) { id } }",
             vars: json!({ "id": owner_user, "p": staff_password }),
-            token: Some(owner.clone()),
+            who: Who::Owner,
             action: "staff_user.set_password",
             target_kind: "staff_user",
             diff: json!({ "before": { "password_set": false }, "after": { "password_set": true } }),
@@ -210,33 +232,98 @@ async fn every_mutation(backend: Backend) {
             field: "login",
             query: "mutation($p: String!) { login(email: \"owner@localhost\", password: $p) { token } }",
             vars: json!({ "p": staff_password }),
-            token: None,
+            who: Who::Anonymous("staff"),
             action: "staff.login",
             target_kind: "staff_session",
             diff: json!({ "before": {}, "after": { "staff_user_id": owner_user, "expires_at": "<set>" } }),
         },
+        Case {
+            field: "logout",
+            query: "mutation { logout }",
+            vars: json!({}),
+            who: Who::Session,
+            action: "staff.logout",
+            target_kind: "staff_session",
+            diff: json!({ "before": { "revoked_at": null }, "after": { "revoked_at": "<set>" } }),
+        },
+        Case {
+            field: "activateDevice",
+            query: "mutation($k: String!) { activateDevice(input: {licenseKey: $k, fingerprint: \"fp-1\"}) { deviceToken } }",
+            vars: json!({ "k": device_key }),
+            who: Who::Anonymous("licensee"),
+            action: "device.activate",
+            target_kind: "device",
+            diff: json!({ "before": {}, "after": { "fingerprint": "fp-1", "status": "ACTIVE", "holds_seat": true } }),
+        },
+        Case {
+            field: "checkOutDevice",
+            query: "mutation { checkOutDevice(ttlSeconds: 3600) }",
+            vars: json!({}),
+            who: Who::Device,
+            action: "device.check_out",
+            target_kind: "device",
+            diff: json!({ "before": { "status": "ACTIVE", "checked_out_until": null }, "after": { "status": "CHECKED_OUT", "checked_out_until": "<set>" } }),
+        },
+        Case {
+            field: "checkInDevice",
+            query: "mutation { checkInDevice { id } }",
+            vars: json!({}),
+            who: Who::Device,
+            action: "device.check_in",
+            target_kind: "device",
+            diff: json!({ "before": { "status": "CHECKED_OUT" }, "after": { "status": "ACTIVE", "checked_out_until": null } }),
+        },
+        Case {
+            field: "deactivateDevice",
+            query: "mutation { deactivateDevice { id } }",
+            vars: json!({}),
+            who: Who::Device,
+            action: "device.deactivate",
+            target_kind: "device",
+            diff: json!({ "before": { "status": "ACTIVE", "holds_seat": true }, "after": { "status": "RELEASED", "holds_seat": false } }),
+        },
+        Case {
+            field: "releaseDevice",
+            query: "mutation($id: ID!) { releaseDevice(id: $id) { id } }",
+            vars: json!({ "id": other_device }),
+            who: Who::Owner,
+            action: "device.release",
+            target_kind: "device",
+            diff: json!({ "before": { "status": "ACTIVE" }, "after": { "status": "RELEASED" } }),
+        },
+        Case {
+            field: "acknowledgeAlert",
+            query: "mutation($id: ID!) { acknowledgeAlert(id: $id) { id } }",
+            vars: json!({ "id": alert_id }),
+            who: Who::Owner,
+            action: "alert.acknowledge",
+            target_kind: "alert",
+            diff: json!({ "before": { "acknowledged_at": null }, "after": { "acknowledged_at": "<set>" } }),
+        },
     ];
 
-    let mut session = None;
-    for case in cases.drain(..).chain(std::iter::once(Case {
-        field: "logout",
-        query: "mutation { logout }",
-        vars: json!({}),
-        token: None,
-        action: "staff.logout",
-        target_kind: "staff_session",
-        diff: json!({ "before": { "revoked_at": null }, "after": { "revoked_at": "<set>" } }),
-    })) {
+    let (mut session, mut device) = (None, None);
+    for case in &cases {
         let before = audit_total(&server, &owner).await;
-        let token = if case.field == "logout" {
-            session.clone()
-        } else {
-            case.token.clone()
+        let token = match case.who {
+            Who::Owner => Some(owner.clone()),
+            Who::Anonymous(_) => None,
+            Who::Session => session.clone(),
+            Who::Device => device.clone(),
         };
         let res = server.gql(token.as_deref(), case.query, case.vars.clone()).await;
         assert!(res.get("errors").is_none(), "{}: {res}", case.field);
-        if case.field == "login" {
-            session = Some(res["data"]["login"]["token"].as_str().unwrap().to_owned());
+        match case.field {
+            "login" => session = Some(res["data"]["login"]["token"].as_str().unwrap().to_owned()),
+            "activateDevice" => {
+                device = Some(
+                    res["data"]["activateDevice"]["deviceToken"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                )
+            }
+            _ => {}
         }
         assert_eq!(
             audit_total(&server, &owner).await,
@@ -254,9 +341,14 @@ async fn every_mutation(backend: Backend) {
             event["targetId"].is_string() && event["requestId"].is_string(),
             "{event}"
         );
-        let expected_actor = if case.token.is_some() { "token" } else { "staff" };
-        assert_eq!(event["actorKind"], expected_actor, "{event}");
-        if expected_actor == "staff" {
+        let actor_kind = match case.who {
+            Who::Owner => "token",
+            Who::Anonymous(kind) => kind,
+            Who::Session => "staff",
+            Who::Device => "device",
+        };
+        assert_eq!(event["actorKind"], actor_kind, "{event}");
+        if actor_kind == "staff" {
             assert_eq!(event["actorId"], owner_user);
             assert_eq!(event["actorLabel"], "owner@localhost");
         }
@@ -269,10 +361,43 @@ async fn every_mutation(backend: Backend) {
         );
         let text = event.to_string();
         assert!(
-            !text.contains(&s.key) && !text.contains(staff_password) && !text.contains("lsk_"),
+            !text.contains(&s.key)
+                && !text.contains(staff_password)
+                && !text.contains("lsk_")
+                && !text.contains("ldt_"),
             "no secrets in the audit log: {text}"
         );
     }
+
+    // Calls that change no business state leave no event: validation reads, a heartbeat
+    // records soft state (last seen), fetching a file re-signs what the license already says.
+    let device_token = server
+        .gql(
+            None,
+            "mutation($k: String!) { activateDevice(input: {licenseKey: $k, fingerprint: \"fp-2\"}) { deviceToken } }",
+            json!({ "k": device_key }),
+        )
+        .await["data"]["activateDevice"]["deviceToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = audit_total(&server, &owner).await;
+    server
+        .ok(&device_token, "mutation { heartbeat { licenseVersion } }", json!({}))
+        .await;
+    server
+        .ok(&device_token, "mutation { fetchLicenseFile }", json!({}))
+        .await;
+    let res = server
+        .gql(
+            None,
+            "mutation($k: String!) { validateLicense(input: {licenseKey: $k}) { code } }",
+            json!({ "k": device_key }),
+        )
+        .await;
+    assert_eq!(res["data"]["validateLicense"]["code"], "VALID");
+    assert_eq!(audit_total(&server, &owner).await, before);
+    let unaudited = ["heartbeat", "fetchLicenseFile", "validateLicense"];
 
     // Every mutation of the schema was walked above.
     let schema = server
@@ -284,26 +409,7 @@ async fn every_mutation(backend: Backend) {
         .iter()
         .map(|f| f["name"].as_str().unwrap())
         .collect();
-    let walked: BTreeSet<&str> = [
-        "createProduct",
-        "createPolicy",
-        "upsertCustomer",
-        "issueLicense",
-        "updateLicense",
-        "renewLicense",
-        "suspendLicense",
-        "reinstateLicense",
-        "revokeLicense",
-        "updateVendorSettings",
-        "rotateSigningKey",
-        "createApiToken",
-        "revokeApiToken",
-        "createStaffUser",
-        "setStaffPassword",
-        "login",
-        "logout",
-    ]
-    .into();
+    let walked: BTreeSet<&str> = cases.iter().map(|c| c.field).chain(unaudited).collect();
     let missing: Vec<&&str> = all.difference(&walked).collect();
     assert!(missing.is_empty(), "mutations without an audit case: {missing:?}");
 

@@ -16,6 +16,8 @@ enum Expect {
     NotFound,
     /// Success, but only with B's own data.
     OwnDataOnly,
+    /// An error with code FORBIDDEN (device-only calls made with a staff token).
+    Forbidden,
 }
 
 /// Everything of vendor A that B must neither see nor change.
@@ -28,6 +30,8 @@ const SNAPSHOT: &str = r#"{
   licenses(first: 10) { totalCount nodes { id key status version expiresAt maxActivations entitlements metadata } }
   apiTokens(first: 10) { totalCount nodes { id name revokedAt } }
   staffUsers(first: 10) { totalCount nodes { id email passwordSet } }
+  devices(first: 10) { totalCount nodes { id status holdsSeat } }
+  alerts(first: 10) { totalCount nodes { id acknowledgedAt } }
   auditEvents(first: 1) { totalCount }
 }"#;
 
@@ -55,6 +59,17 @@ async fn isolation(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
+    // A device on a full license (which raises an alert) in vendor A.
+    let (_, _, full_key) = tests::license_with_policy(&server, &a, "maxActivations: 1").await;
+    let a_device = tests::activate(&server, &full_key, "a-device", json!([])).await["data"]["activateDevice"]["device"]
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a_alert = server.ok(&a, "{ alerts { nodes { id } } }", json!({})).await["alerts"]["nodes"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (_, b) = server.create_vendor("Vendor B", "vendor-b", "owner@b.test");
     // B has a catalog of its own, so mutations that need one of B's ids can be tried with A's.
     let b_seed = seed(&server, &b).await;
@@ -70,6 +85,9 @@ async fn isolation(backend: Backend) {
             a_token_id.clone(),
             a_user_id.clone(),
             a_audit_id.clone(),
+            a_device.clone(),
+            a_alert.clone(),
+            full_key.clone(),
         ];
         v.extend(
             before["signingKeys"]
@@ -261,6 +279,61 @@ async fn isolation(backend: Backend) {
             Expect::NotFound,
         ),
         ("logout", "mutation { logout }", json!({}), Expect::OwnDataOnly),
+        (
+            "devices",
+            "query($l: ID) { devices(filter: {licenseId: $l}) { totalCount nodes { id } } }",
+            json!({ "l": s.license }),
+            Expect::OwnDataOnly,
+        ),
+        (
+            "device",
+            "query($id: ID!) { device(id: $id) { id } }",
+            json!({ "id": a_device }),
+            Expect::OwnDataOnly,
+        ),
+        ("alerts", "{ alerts { nodes { id } } }", json!({}), Expect::OwnDataOnly),
+        (
+            "releaseDevice",
+            "mutation($id: ID!) { releaseDevice(id: $id) { id } }",
+            json!({ "id": a_device }),
+            Expect::NotFound,
+        ),
+        (
+            "acknowledgeAlert",
+            "mutation($id: ID!) { acknowledgeAlert(id: $id) { id } }",
+            json!({ "id": a_alert }),
+            Expect::NotFound,
+        ),
+        (
+            "heartbeat",
+            "mutation { heartbeat { licenseVersion } }",
+            json!({}),
+            Expect::Forbidden,
+        ),
+        (
+            "fetchLicenseFile",
+            "mutation { fetchLicenseFile }",
+            json!({}),
+            Expect::Forbidden,
+        ),
+        (
+            "checkOutDevice",
+            "mutation { checkOutDevice(ttlSeconds: 3600) }",
+            json!({}),
+            Expect::Forbidden,
+        ),
+        (
+            "checkInDevice",
+            "mutation { checkInDevice { id } }",
+            json!({}),
+            Expect::Forbidden,
+        ),
+        (
+            "deactivateDevice",
+            "mutation { deactivateDevice { id } }",
+            json!({}),
+            Expect::Forbidden,
+        ),
     ];
 
     for (name, query, vars, expect) in &cases {
@@ -274,6 +347,7 @@ async fn isolation(backend: Backend) {
         }
         match expect {
             Expect::NotFound => assert_eq!(error_code(&res), Some("NOT_FOUND"), "{name}: {res}"),
+            Expect::Forbidden => assert_eq!(error_code(&res), Some("FORBIDDEN"), "{name}: {res}"),
             Expect::OwnDataOnly => assert!(
                 matches!(error_code(&res), None | Some("INVALID_INPUT")),
                 "{name} should answer with B's data only: {res}"
@@ -302,7 +376,9 @@ async fn isolation(backend: Backend) {
         .iter()
         .map(|(n, ..)| n.split('/').next().unwrap().to_owned())
         .collect();
-    let anonymous: BTreeSet<String> = ["login".to_owned()].into();
+    // Authenticated by what they carry (a password, a license key), not by a vendor's token;
+    // their own tests cover them.
+    let anonymous: BTreeSet<String> = ["login", "activateDevice", "validateLicense"].map(str::to_owned).into();
     let missing: Vec<&String> = fields
         .iter()
         .filter(|f| !covered.contains(*f) && !anonymous.contains(*f))

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use entity::{policy, product};
 
 use crate::graphql::connection::{Connection, from_page, page_request};
-use crate::graphql::context::ContextExt;
+use crate::graphql::context::{ContextExt, Scope};
 use crate::graphql::enums::{DeadDeviceAction, DeploymentMode, ResetPeriod};
 use crate::graphql::error::{ApiError, ApiResult, ErrorCode};
 use crate::graphql::page_cost;
@@ -105,7 +105,7 @@ pub struct Policy {
 impl Policy {
     /// The product it belongs to.
     async fn product(&self, ctx: &Context<'_>) -> ApiResult<Product> {
-        load_product(ctx, &self.product_id).await
+        load_product(ctx.scope()?, &self.product_id).await
     }
 }
 
@@ -113,8 +113,8 @@ impl Policy {
 ///
 /// # Errors
 /// `NOT_FOUND` if it is gone; database errors.
-pub async fn load_product(ctx: &Context<'_>, id: &str) -> ApiResult<Product> {
-    let product = ctx.loaders()?.products.load_one(id.to_owned()).await?;
+pub async fn load_product(scope: &Scope, id: &str) -> ApiResult<Product> {
+    let product = scope.loaders.products.load_one(id.to_owned()).await?;
     product
         .map(Into::into)
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "product not found"))

@@ -1,11 +1,34 @@
 //! What each request carries into the resolvers: the caller (or why there is none), the
 //! client address, the request id and the per-request DataLoaders.
 
+use std::sync::Arc;
+
 use async_graphql::Context;
 use domain::{Actor, Domain};
 
 use crate::graphql::error::{ApiError, ApiResult, ErrorCode};
 use crate::graphql::loaders::Loaders;
+
+/// An authenticated caller with the DataLoaders that read on its behalf.
+#[derive(Clone)]
+pub struct Scope {
+    /// The caller.
+    pub actor: Arc<Actor>,
+    /// Loaders scoped to the caller's vendor.
+    pub loaders: Loaders,
+}
+
+impl Scope {
+    /// A scope for `actor`.
+    #[must_use]
+    pub fn new(domain: &Domain, actor: Actor) -> Self {
+        let actor = Arc::new(actor);
+        Self {
+            loaders: Loaders::new(domain, &actor),
+            actor,
+        }
+    }
+}
 
 /// The outcome of reading the `Authorization` header.
 #[derive(Clone)]
@@ -14,8 +37,8 @@ pub enum Caller {
     Anonymous,
     /// A header that did not authenticate; the message says why.
     Invalid(String),
-    /// An authenticated staff user or API token, with its loaders.
-    Actor(Box<Actor>, Loaders),
+    /// An authenticated staff user, API token or device.
+    Authenticated(Scope),
 }
 
 /// The client's address, for rate limits.
@@ -30,16 +53,25 @@ pub struct RequestId(pub String);
 pub trait ContextExt {
     /// The domain handle.
     fn domain(&self) -> &Domain;
+    /// The authenticated caller's scope, or `UNAUTHENTICATED`.
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED` without valid credentials.
+    fn scope(&self) -> ApiResult<&Scope>;
     /// The authenticated caller, or `UNAUTHENTICATED`.
     ///
     /// # Errors
     /// `UNAUTHENTICATED` without valid credentials.
-    fn actor(&self) -> ApiResult<&Actor>;
+    fn actor(&self) -> ApiResult<&Actor> {
+        self.scope().map(|s| s.actor.as_ref())
+    }
     /// The caller's DataLoaders.
     ///
     /// # Errors
     /// `UNAUTHENTICATED` without valid credentials.
-    fn loaders(&self) -> ApiResult<&Loaders>;
+    fn loaders(&self) -> ApiResult<&Loaders> {
+        self.scope().map(|s| &s.loaders)
+    }
     /// The request id.
     fn request_id(&self) -> Option<String>;
 }
@@ -49,9 +81,9 @@ impl ContextExt for Context<'_> {
         self.data_unchecked::<Domain>()
     }
 
-    fn actor(&self) -> ApiResult<&Actor> {
+    fn scope(&self) -> ApiResult<&Scope> {
         match self.data_opt::<Caller>() {
-            Some(Caller::Actor(actor, _)) => Ok(actor),
+            Some(Caller::Authenticated(scope)) => Ok(scope),
             Some(Caller::Invalid(message)) => Err(ApiError::new(ErrorCode::Unauthenticated, message.clone())),
             Some(Caller::Anonymous) | None => Err(ApiError::new(
                 ErrorCode::Unauthenticated,
@@ -60,16 +92,19 @@ impl ContextExt for Context<'_> {
         }
     }
 
-    fn loaders(&self) -> ApiResult<&Loaders> {
-        match self.data_opt::<Caller>() {
-            Some(Caller::Actor(_, loaders)) => Ok(loaders),
-            _ => self
-                .actor()
-                .and(Err(ApiError::new(ErrorCode::Unauthenticated, "not authenticated"))),
-        }
-    }
-
     fn request_id(&self) -> Option<String> {
         self.data_opt::<RequestId>().map(|r| r.0.clone())
+    }
+}
+
+/// The scope an object was read under: its own (results of `activateDevice` and
+/// `validateLicense`, answered to a caller with no token) or the request's.
+///
+/// # Errors
+/// `UNAUTHENTICATED` when neither exists.
+pub fn scope_of<'a>(ctx: &'a Context<'_>, own: &'a Option<Scope>) -> ApiResult<&'a Scope> {
+    match own {
+        Some(scope) => Ok(scope),
+        None => ctx.scope(),
     }
 }

@@ -77,6 +77,8 @@ pub enum ActorKind {
     Staff,
     /// An API token.
     ApiToken,
+    /// A device (device token or license key).
+    Device,
     /// The system itself.
     System,
 }

@@ -117,6 +117,8 @@ impl From<domain::Error> for ApiError {
             E::LicenseExpired(_) => ErrorCode::LicenseExpired,
             E::LicenseSuspended(_) => ErrorCode::LicenseSuspended,
             E::LicenseRevoked(_) => ErrorCode::LicenseRevoked,
+            E::ActivationLimitReached(_) => ErrorCode::ActivationLimitReached,
+            E::DeviceDead(_) => ErrorCode::Forbidden,
             E::RateLimited(seconds) => {
                 return Self {
                     code: ErrorCode::RateLimited,

@@ -6,8 +6,9 @@ use entity::license;
 
 use crate::graphql::catalog::{Policy, Product, load_product};
 use crate::graphql::connection::{Connection, from_page, page_request};
-use crate::graphql::context::ContextExt;
+use crate::graphql::context::{ContextExt, Scope, scope_of};
 use crate::graphql::customers::Customer;
+use crate::graphql::devices::Device;
 use crate::graphql::enums::LicenseStatus;
 use crate::graphql::error::{ApiError, ApiResult, ErrorCode};
 use crate::graphql::page_cost;
@@ -18,6 +19,8 @@ pub struct License {
     model: license::Model,
     /// This response answers the call that issued it, so the key is shown in full.
     issued_to_caller: bool,
+    /// Read under this scope instead of the request's (answers to a license-key holder).
+    scope: Option<Scope>,
 }
 
 impl From<license::Model> for License {
@@ -25,6 +28,19 @@ impl From<license::Model> for License {
         Self {
             model,
             issued_to_caller: false,
+            scope: None,
+        }
+    }
+}
+
+impl License {
+    /// A license read under its own scope (for callers without a token).
+    #[must_use]
+    pub fn scoped(model: license::Model, scope: Option<Scope>) -> Self {
+        Self {
+            model,
+            issued_to_caller: false,
+            scope,
         }
     }
 }
@@ -41,7 +57,7 @@ impl License {
     async fn key(&self, ctx: &Context<'_>) -> ApiResult<String> {
         Ok(ctx
             .domain()
-            .license_key_for(ctx.actor()?, &self.model, self.issued_to_caller)?)
+            .license_key_for(&scope_of(ctx, &self.scope)?.actor, &self.model, self.issued_to_caller)?)
     }
 
     /// Status now (an active license past its expiry is EXPIRED).
@@ -56,7 +72,11 @@ impl License {
 
     /// The policy it was issued under.
     async fn policy(&self, ctx: &Context<'_>) -> ApiResult<Policy> {
-        let policy = ctx.loaders()?.policies.load_one(self.model.policy_id.clone()).await?;
+        let policy = scope_of(ctx, &self.scope)?
+            .loaders
+            .policies
+            .load_one(self.model.policy_id.clone())
+            .await?;
         policy
             .map(Into::into)
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "policy not found"))
@@ -64,7 +84,7 @@ impl License {
 
     /// The product.
     async fn product(&self, ctx: &Context<'_>) -> ApiResult<Product> {
-        load_product(ctx, &self.model.product_id).await
+        load_product(scope_of(ctx, &self.scope)?, &self.model.product_id).await
     }
 
     /// The customer it was issued to.
@@ -72,7 +92,30 @@ impl License {
         let Some(id) = &self.model.customer_id else {
             return Ok(None);
         };
-        Ok(ctx.loaders()?.customers.load_one(id.clone()).await?.map(Into::into))
+        Ok(scope_of(ctx, &self.scope)?
+            .loaders
+            .customers
+            .load_one(id.clone())
+            .await?
+            .map(Into::into))
+    }
+
+    /// The devices activated on it.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    async fn devices(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<Device>> {
+        let scope = scope_of(ctx, &self.scope)?;
+        let request = page_request(ctx, first, after)?;
+        let filter = domain::devices::DeviceFilter {
+            license_id: Some(self.model.id.clone()),
+            status: None,
+        };
+        let page = ctx.domain().devices(&scope.actor, &filter, &request).await?;
+        Ok(from_page(page, |d| &d.id, |d| Device::scoped(d, self.scope.clone())))
     }
 
     /// When it was issued.
@@ -246,6 +289,7 @@ impl LicenseMutation {
         Ok(License {
             model,
             issued_to_caller: true,
+            scope: None,
         })
     }
 

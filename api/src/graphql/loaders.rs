@@ -1,5 +1,5 @@
 //! DataLoaders for every relation a resolver follows (license -> policy, product, customer;
-//! policy -> product), so a page of 100 licenses costs one query per relation, not one per row.
+//! policy -> product; device -> license), so a page of 100 licenses costs one query per relation, not one per row.
 //! They are built per request around the caller, so they only ever see the caller's vendor.
 
 use std::collections::HashMap;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, Loader};
 use domain::{Actor, Domain};
-use entity::{customer, license, policy, product};
+use entity::{customer, device, license, policy, product};
 
 use crate::graphql::error::ApiError;
 
@@ -36,6 +36,7 @@ fetch_by_id!(product::Model, products_by_ids);
 fetch_by_id!(policy::Model, policies_by_ids);
 fetch_by_id!(customer::Model, customers_by_ids);
 fetch_by_id!(license::Model, licenses_by_ids);
+fetch_by_id!(device::Model, devices_by_ids);
 
 /// Loads rows of type `M` by id for one caller.
 pub struct ById<M> {
@@ -65,6 +66,8 @@ pub struct Loaders {
     pub customers: Arc<DataLoader<ById<customer::Model>>>,
     /// Licenses by id.
     pub licenses: Arc<DataLoader<ById<license::Model>>>,
+    /// Devices by id.
+    pub devices: Arc<DataLoader<ById<device::Model>>>,
 }
 
 fn loader<M: FetchById>(domain: &Domain, actor: &Arc<Actor>) -> Arc<DataLoader<ById<M>>> {
@@ -81,13 +84,13 @@ fn loader<M: FetchById>(domain: &Domain, actor: &Arc<Actor>) -> Arc<DataLoader<B
 impl Loaders {
     /// Fresh loaders for one caller.
     #[must_use]
-    pub fn new(domain: &Domain, actor: &Actor) -> Self {
-        let actor = Arc::new(actor.clone());
+    pub fn new(domain: &Domain, actor: &Arc<Actor>) -> Self {
         Self {
-            products: loader(domain, &actor),
-            policies: loader(domain, &actor),
-            customers: loader(domain, &actor),
-            licenses: loader(domain, &actor),
+            products: loader(domain, actor),
+            policies: loader(domain, actor),
+            customers: loader(domain, actor),
+            licenses: loader(domain, actor),
+            devices: loader(domain, actor),
         }
     }
 }

@@ -3,11 +3,13 @@
 //! every response.
 
 pub mod access;
+pub mod alerts;
 pub mod audit;
 pub mod catalog;
 pub mod connection;
 pub mod context;
 pub mod customers;
+pub mod devices;
 pub mod enums;
 pub mod error;
 pub mod licenses;
@@ -41,6 +43,8 @@ pub struct Query(
     catalog::CatalogQuery,
     customers::CustomerQuery,
     licenses::LicenseQuery,
+    devices::DeviceQuery,
+    alerts::AlertQuery,
     audit::AuditQuery,
 );
 
@@ -52,6 +56,8 @@ pub struct Mutation(
     catalog::CatalogMutation,
     customers::CustomerMutation,
     licenses::LicenseMutation,
+    devices::DeviceMutation,
+    alerts::AlertMutation,
 );
 
 /// The schema type.

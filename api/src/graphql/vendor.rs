@@ -102,6 +102,8 @@ impl VendorQuery {
         let (kind, id) = match &actor.kind {
             domain::ActorKind::Staff { user_id, .. } => (ActorKind::Staff, Some(user_id.clone())),
             domain::ActorKind::Token { token_id } => (ActorKind::ApiToken, Some(token_id.clone())),
+            domain::ActorKind::Device { device_id, .. } => (ActorKind::Device, Some(device_id.clone())),
+            domain::ActorKind::Licensee { license_id } => (ActorKind::Device, Some(license_id.clone())),
             domain::ActorKind::System => (ActorKind::System, None),
         };
         Ok(Viewer {

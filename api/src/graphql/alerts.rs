@@ -1,0 +1,97 @@
+//! Alerts for staff: listed and acknowledged.
+
+use async_graphql::{Context, Enum, ID, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use entity::alert;
+
+use crate::graphql::connection::{Connection, from_page, page_request};
+use crate::graphql::context::ContextExt;
+use crate::graphql::error::ApiResult;
+use crate::graphql::page_cost;
+
+/// What an alert is about.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "entity::enums::AlertKind")]
+pub enum AlertKind {
+    /// A device stopped heartbeating.
+    DeviceDead,
+    /// A license's seats are all taken.
+    ActivationLimitReached,
+    /// An anomaly was detected.
+    Anomaly,
+    /// A billing subscription changed a license.
+    SubscriptionChanged,
+    /// A license expires soon.
+    LicenseExpiring,
+    /// An email could not be delivered.
+    EmailFailed,
+}
+
+/// Something staff should know about.
+#[derive(SimpleObject, Clone)]
+pub struct Alert {
+    /// Alert id.
+    pub id: ID,
+    /// What it is about.
+    pub kind: AlertKind,
+    /// What happened and what to do.
+    pub message: String,
+    /// The license concerned.
+    pub license_id: Option<ID>,
+    /// The device concerned.
+    pub device_id: Option<ID>,
+    /// When it was raised.
+    pub created_at: DateTime<Utc>,
+    /// When staff acknowledged it.
+    pub acknowledged_at: Option<DateTime<Utc>>,
+}
+
+impl From<alert::Model> for Alert {
+    fn from(a: alert::Model) -> Self {
+        Self {
+            id: a.id.into(),
+            kind: a.kind.into(),
+            message: a.message,
+            license_id: a.license_id.map(Into::into),
+            device_id: a.device_id.map(Into::into),
+            created_at: a.created_at,
+            acknowledged_at: a.acknowledged_at,
+        }
+    }
+}
+
+/// Alert queries.
+#[derive(Default)]
+pub struct AlertQuery;
+
+#[Object]
+impl AlertQuery {
+    /// The vendor's alerts, newest first.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    async fn alerts(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        unacknowledged_only: Option<bool>,
+    ) -> ApiResult<Connection<Alert>> {
+        let request = page_request(ctx, first, after)?;
+        let page = ctx
+            .domain()
+            .alerts(ctx.actor()?, unacknowledged_only.unwrap_or(false), &request)
+            .await?;
+        Ok(from_page(page, |a| &a.id, Alert::from))
+    }
+}
+
+/// Alert mutations.
+#[derive(Default)]
+pub struct AlertMutation;
+
+#[Object]
+impl AlertMutation {
+    /// Marks an alert as seen (OWNER, ADMIN, SUPPORT, INTEGRATION).
+    async fn acknowledge_alert(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Alert> {
+        Ok(ctx.domain().acknowledge_alert(ctx.actor()?, &id).await?.into())
+    }
+}

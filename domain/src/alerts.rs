@@ -1,0 +1,124 @@
+//! Alerts for staff: written by the use cases that notice something (a license's seats all
+//! taken, a device gone silent...), listed and acknowledged by staff. A `dedupe_key` keeps one
+//! open alert per situation: while it is set, the same situation does not alert again.
+
+use chrono::{DateTime, Utc};
+use entity::alert;
+use entity::enums::AlertKind;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use serde_json::json;
+
+use crate::audit::{self, Change};
+use crate::db::begin_write;
+use crate::page::{self, Order, Page, PageRequest};
+use crate::{Actor, ActorKind, Capability, Domain, Error, Result, new_id};
+
+/// An alert to raise.
+pub(crate) struct NewAlert<'a> {
+    pub vendor_id: &'a str,
+    pub kind: AlertKind,
+    pub message: String,
+    pub license_id: Option<&'a str>,
+    pub device_id: Option<&'a str>,
+    /// One open alert per key; `None` = always a new alert.
+    pub dedupe_key: Option<String>,
+}
+
+/// Raises an alert unless one with the same dedupe key is open; returns whether it was new.
+pub(crate) async fn raise(db: &impl ConnectionTrait, alert: NewAlert<'_>, now: DateTime<Utc>) -> Result<bool> {
+    let inserted = alert::Entity::insert(alert::ActiveModel {
+        id: Set(new_id()),
+        vendor_id: Set(alert.vendor_id.to_owned()),
+        kind: Set(alert.kind),
+        message: Set(alert.message),
+        license_id: Set(alert.license_id.map(str::to_owned)),
+        device_id: Set(alert.device_id.map(str::to_owned)),
+        dedupe_key: Set(alert.dedupe_key),
+        created_at: Set(now),
+        acknowledged_at: Set(None),
+        acknowledged_by: Set(None),
+    })
+    .on_conflict(
+        OnConflict::columns([alert::Column::VendorId, alert::Column::DedupeKey])
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(inserted == 1)
+}
+
+/// Closes the situation behind `dedupe_key`: the next occurrence raises a new alert.
+pub(crate) async fn clear(db: &impl ConnectionTrait, vendor_id: &str, dedupe_key: &str) -> Result<()> {
+    alert::Entity::update_many()
+        .col_expr(alert::Column::DedupeKey, Option::<String>::None.into())
+        .filter(alert::Column::VendorId.eq(vendor_id))
+        .filter(alert::Column::DedupeKey.eq(dedupe_key))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+impl Domain {
+    /// The vendor's alerts, newest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn alerts(
+        &self,
+        actor: &Actor,
+        unacknowledged_only: bool,
+        request: &PageRequest,
+    ) -> Result<Page<alert::Model>> {
+        actor.require(Capability::Read)?;
+        let mut select = alert::Entity::find().filter(alert::Column::VendorId.eq(&actor.vendor_id));
+        if unacknowledged_only {
+            select = select.filter(alert::Column::AcknowledgedAt.is_null());
+        }
+        page::fetch(&self.db, select, alert::Column::Id, request, Order::NewestFirst).await
+    }
+
+    /// Marks an alert as seen; the situation may alert again afterwards.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for another vendor's alert; [`Error::Forbidden`] for READ_ONLY.
+    pub async fn acknowledge_alert(&self, actor: &Actor, id: &str) -> Result<alert::Model> {
+        actor.require(Capability::Support)?;
+        let now = self.clock.now();
+        let tx = begin_write(&self.writer).await?;
+        let current = alert::Entity::find_by_id(id)
+            .filter(alert::Column::VendorId.eq(&actor.vendor_id))
+            .one(&tx)
+            .await?
+            .ok_or(Error::NotFound("alert"))?;
+        if current.acknowledged_at.is_some() {
+            return Ok(current);
+        }
+        let by = match &actor.kind {
+            ActorKind::Staff { user_id, .. } => Some(user_id.clone()),
+            ActorKind::Token { token_id } => Some(token_id.clone()),
+            _ => None,
+        };
+        let mut model: alert::ActiveModel = current.into();
+        model.acknowledged_at = Set(Some(now));
+        model.acknowledged_by = Set(by);
+        model.dedupe_key = Set(None);
+        let updated = model.update(&tx).await?;
+        audit::record(
+            &tx,
+            actor,
+            now,
+            Change {
+                action: "alert.acknowledge",
+                target_kind: "alert",
+                target_id: Some(&updated.id),
+                before: json!({ "acknowledged_at": null }),
+                after: json!({ "acknowledged_at": now }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+}
