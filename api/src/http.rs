@@ -120,13 +120,16 @@ async fn execute(state: &AppState, req: &HttpRequest, mut request: async_graphql
             .realip_remote_addr()
             .unwrap_or("unknown")
             .to_owned();
-        let schema = state.schemas.for_request(&mut request);
+        let prepared = state.schemas.prepare(&mut request);
         let request = request
             .data(caller)
             .data(ClientIp(ip))
             .data(RequestId(request_id.clone()));
-        let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, schema.execute(request)).await {
-            Ok(response) => response,
+        let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, prepared.schema.execute(request)).await {
+            Ok(response) => {
+                state.schemas.remember(prepared.to_remember, &response);
+                response
+            }
             Err(_) => {
                 tracing::warn!("request timed out");
                 let mut err = async_graphql::ServerError::new("the request took too long", None);

@@ -30,7 +30,7 @@ use crate::audit::{self, Change};
 use crate::catalog::{policy_meters, string_list};
 use crate::db::begin_write;
 use crate::device_tokens::DeviceTokens;
-use crate::licenses::{effective_status, find_by_key};
+use crate::licenses::{effective_status, find_by_key, with_policy};
 use crate::page::{self, Order, Page, PageRequest};
 use crate::{Actor, ActorKind, Capability, Domain, Error, Result, Role, new_id, newtypes};
 
@@ -230,13 +230,6 @@ async fn mark_dead(
 }
 
 impl Domain {
-    async fn load_policy(&self, db: &impl ConnectionTrait, license: &license::Model) -> Result<policy::Model> {
-        policy::Entity::find_by_id(&license.policy_id)
-            .one(db)
-            .await?
-            .ok_or(Error::NotFound("policy"))
-    }
-
     /// Signs a license file for `device` with the vendor's active key.
     pub(crate) async fn sign_license_file(
         &self,
@@ -349,7 +342,7 @@ impl Domain {
         }
         let now = self.clock.now();
         let tx = begin_write(&self.writer).await?;
-        let license = find_by_key(&self.secrets, &tx, &input.license_key, true)
+        let (license, policy) = find_by_key(&self.secrets, &tx, &input.license_key, true)
             .await?
             .ok_or(Error::NotFound("license"))?;
         match effective_status(&license, now) {
@@ -358,7 +351,6 @@ impl Domain {
             LicenseStatus::Revoked => return Err(Error::LicenseRevoked("the license was revoked".into())),
             LicenseStatus::Expired => return Err(Error::LicenseExpired("the license has expired".into())),
         }
-        let policy = self.load_policy(&tx, &license).await?;
         if policy.deployment_mode == DeploymentMode::Offline {
             return Err(Error::InvalidInput(
                 "this license activates offline only: send an activation request file to the vendor".into(),
@@ -559,7 +551,7 @@ impl Domain {
     ) -> Result<ValidationOutcome> {
         let now = self.clock.now();
         let verdict = |code, detail: String| Verdict { code, detail };
-        let Some(license) = find_by_key(&self.secrets, &self.db, &input.license_key, false).await? else {
+        let Some((license, policy)) = find_by_key(&self.secrets, &self.db, &input.license_key, false).await? else {
             return Ok(ValidationOutcome {
                 verdict: verdict(
                     ValidationCode::NotFound,
@@ -651,7 +643,6 @@ impl Domain {
                 ));
             }
         };
-        let policy = self.load_policy(&self.db, &license).await?;
         let exact = device::Entity::find()
             .filter(device::Column::LicenseId.eq(&license.id))
             .filter(device::Column::Fingerprint.eq(&fingerprint))
@@ -758,12 +749,8 @@ impl Domain {
         actor: &Actor,
     ) -> Result<(device::Model, license::Model, policy::Model)> {
         let (device_id, license_id) = actor.device()?;
-        let license = license::Entity::find_by_id(license_id)
-            .filter(license::Column::VendorId.eq(&actor.vendor_id))
-            .lock_exclusive()
-            .one(tx)
-            .await?
-            .ok_or(Error::NotFound("license"))?;
+        let select = license::Entity::find_by_id(license_id).filter(license::Column::VendorId.eq(&actor.vendor_id));
+        let (license, policy) = with_policy(tx, select, true).await?.ok_or(Error::NotFound("license"))?;
         let device = device::Entity::find_by_id(device_id)
             .filter(device::Column::VendorId.eq(&actor.vendor_id))
             .one(tx)
@@ -772,7 +759,6 @@ impl Domain {
         if device.status == DeviceStatus::Released {
             return Err(Error::Unauthenticated("the device was released: activate again".into()));
         }
-        let policy = self.load_policy(tx, &license).await?;
         Ok((device, license, policy))
     }
 

@@ -7,7 +7,8 @@ use entity::enums::LicenseStatus;
 use entity::{customer, license, policy};
 use sea_orm::sea_query::Query;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, JoinType, QueryFilter,
+    QuerySelect, RelationTrait,
 };
 use serde_json::{Value, json};
 
@@ -89,19 +90,35 @@ fn key_lookup(secrets: &MasterSecret, typed: &str) -> String {
     }
 }
 
-/// The license with this key, whatever its vendor (the key is the credential); `lock` takes
-/// the row for update.
+/// The license with this key, whatever its vendor (the key is the credential), with its
+/// policy, in one query; `lock` takes the license row for update.
 pub(crate) async fn find_by_key(
     secrets: &MasterSecret,
     db: &impl ConnectionTrait,
     typed: &str,
     lock: bool,
-) -> Result<Option<license::Model>> {
-    let mut select = license::Entity::find().filter(license::Column::KeyLookup.eq(key_lookup(secrets, typed)));
+) -> Result<Option<(license::Model, policy::Model)>> {
+    let select = license::Entity::find().filter(license::Column::KeyLookup.eq(key_lookup(secrets, typed)));
+    with_policy(db, select, lock).await
+}
+
+/// Runs a license query joined with the license's policy (one round trip).
+pub(crate) async fn with_policy(
+    db: &impl ConnectionTrait,
+    select: sea_orm::Select<license::Entity>,
+    lock: bool,
+) -> Result<Option<(license::Model, policy::Model)>> {
+    // An inner join: PostgreSQL refuses FOR UPDATE on the nullable side of an outer join.
+    let mut select = select
+        .select_also(policy::Entity)
+        .join(JoinType::InnerJoin, license::Relation::Policy.def());
     if lock {
         select = select.lock_exclusive();
     }
-    Ok(select.one(db).await?)
+    match select.one(db).await? {
+        Some((license, Some(policy))) => Ok(Some((license, policy))),
+        Some((_, None)) | None => Ok(None),
+    }
 }
 
 /// The status a license has now: an active license past its expiry is expired.

@@ -70,14 +70,32 @@ pub fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
     usize::try_from(first).unwrap_or(100) * child_complexity
 }
 
-/// The schemas a request can run on.
+/// Documents remembered as valid; beyond this the cache starts over.
+const MAX_CACHED_DOCUMENTS: usize = 1024;
+
+/// The schemas a request can run on, and the documents already known to be valid.
 #[derive(Clone)]
 pub struct Schemas {
     /// Every request that reads or writes data.
     pub main: AppSchema,
+    /// The same schema validating only depth, complexity and fragment cycles: for a query text
+    /// that already passed full validation once (clients send the same few documents over and
+    /// over, so parsing and validating them again is wasted work).
+    fast: AppSchema,
     /// Introspection-only documents in development ([`MAX_INTROSPECTION_DEPTH`]); `None` in
     /// production, where introspection is off.
     pub introspection: Option<AppSchema>,
+    /// Parsed documents by query text that passed full validation.
+    validated: std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, ExecutableDocument>>>,
+}
+
+/// How a request was prepared: the schema to run it on, and the parsed document to remember
+/// if it turns out valid.
+pub struct Prepared<'a> {
+    /// The schema to execute on.
+    pub schema: &'a AppSchema,
+    /// Set when the document was not known yet.
+    pub to_remember: Option<(String, ExecutableDocument)>,
 }
 
 impl Schemas {
@@ -88,10 +106,11 @@ impl Schemas {
             5,
             std::time::Duration::from_secs(60),
         )));
-        let build = |depth: usize| {
+        let build = |depth: usize, mode: async_graphql::ValidationMode| {
             let builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
                 .data(domain.clone())
                 .data(limiter.clone())
+                .validation_mode(mode)
                 .limit_depth(depth)
                 .limit_complexity(MAX_COMPLEXITY)
                 .limit_directives(MAX_DIRECTIVES);
@@ -101,19 +120,61 @@ impl Schemas {
                 builder.finish()
             }
         };
+        use async_graphql::ValidationMode::{Fast, Strict};
         Self {
-            main: build(MAX_DEPTH),
-            introspection: (!production).then(|| build(MAX_INTROSPECTION_DEPTH)),
+            main: build(MAX_DEPTH, Strict),
+            fast: build(MAX_DEPTH, Fast),
+            introspection: (!production).then(|| build(MAX_INTROSPECTION_DEPTH, Strict)),
+            validated: std::sync::Arc::default(),
         }
     }
 
-    /// The schema `request` runs on: the introspection schema only when every root field of
-    /// the selected operation (through fragments) is `__schema`, `__type` or `__typename`.
-    pub fn for_request(&self, request: &mut async_graphql::Request) -> &AppSchema {
+    /// Chooses the schema for `request`: the fast one for a query text validated before, the
+    /// introspection one when every root field of the selected operation (through fragments)
+    /// is `__schema`, `__type` or `__typename`, else the main one.
+    pub fn prepare(&self, request: &mut async_graphql::Request) -> Prepared<'_> {
+        let known = self
+            .validated
+            .read()
+            .ok()
+            .and_then(|docs| docs.get(&request.query).cloned());
+        if let Some(doc) = known {
+            request.set_parsed_query(doc);
+            return Prepared {
+                schema: &self.fast,
+                to_remember: None,
+            };
+        }
         let operation_name = request.operation_name.clone();
+        let query = request.query.clone();
         match (&self.introspection, request.parsed_query()) {
-            (Some(introspection), Ok(doc)) if introspects_only(doc, operation_name.as_deref()) => introspection,
-            _ => &self.main,
+            (Some(introspection), Ok(doc)) if introspects_only(doc, operation_name.as_deref()) => Prepared {
+                schema: introspection,
+                to_remember: None,
+            },
+            (_, Ok(doc)) => Prepared {
+                schema: &self.main,
+                to_remember: Some((query, doc.clone())),
+            },
+            (_, Err(_)) => Prepared {
+                schema: &self.main,
+                to_remember: None,
+            },
+        }
+    }
+
+    /// Remembers a document that ran without parse or validation errors (every error, if
+    /// any, came from a resolver and so has a path).
+    pub fn remember(&self, prepared: Option<(String, ExecutableDocument)>, response: &async_graphql::Response) {
+        let Some((query, doc)) = prepared else { return };
+        if response.errors.iter().any(|e| e.path.is_empty()) {
+            return;
+        }
+        if let Ok(mut docs) = self.validated.write() {
+            if docs.len() >= MAX_CACHED_DOCUMENTS {
+                docs.clear();
+            }
+            docs.insert(query, doc);
         }
     }
 }
