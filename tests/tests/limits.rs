@@ -78,6 +78,28 @@ async fn limits(backend: Backend) {
         assert_eq!(error_code(&res), Some("INVALID_INPUT"), "first {first}: {res}");
     }
 
+    // A document that validated once runs on the fast path afterwards: its variables are
+    // still checked, and so are the limits.
+    let paged = "query($n: Int) { licenses(first: $n) { totalCount } }";
+    for _ in 0..2 {
+        server.ok(&token, paged, json!({ "n": 5 })).await;
+    }
+    for bad in [json!({ "n": "five" }), json!({ "n": 1000 }), json!({ "n": 2.5 })] {
+        let res = server.gql(Some(&token), paged, bad.clone()).await;
+        assert_eq!(error_code(&res), Some("INVALID_INPUT"), "{bad}: {res}");
+    }
+    let wide = format!(
+        "query($n: Int) {{ licenses(first: $n) {{ nodes {{ {} }} }} }}",
+        (0..12).map(|i| format!("a{i}: id ")).collect::<String>()
+    );
+    server.ok(&token, &wide, json!({ "n": 2 })).await;
+    let res = server.gql(Some(&token), &wide, json!({ "n": 100 })).await;
+    assert_eq!(
+        error_code(&res),
+        Some("QUERY_TOO_COMPLEX"),
+        "the cached document's cost follows its variables: {res}"
+    );
+
     // A 1 MB body: 413 before parsing.
     let big = json!({ "query": format!("{{ viewer {{ role }} }} #{}", "x".repeat(1 << 20)) });
     let res = http.post(&url).bearer_auth(&token).json(&big).send().await.unwrap();
