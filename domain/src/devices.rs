@@ -178,6 +178,27 @@ fn device_json(d: &device::Model) -> Value {
     })
 }
 
+/// Saves a device change and its audit event in `tx`.
+async fn save_device(
+    tx: &DatabaseTransaction,
+    actor: &Actor,
+    now: DateTime<Utc>,
+    action: &str,
+    before: Value,
+    model: device::ActiveModel,
+) -> Result<device::Model> {
+    let device = model.update(tx).await?;
+    let change = Change {
+        action,
+        target_kind: "device",
+        target_id: Some(&device.id),
+        before,
+        after: device_json(&device),
+    };
+    audit::record(tx, actor, now, change).await?;
+    Ok(device)
+}
+
 /// Frees one seat of a license and lets a later fill alert again.
 async fn release_seat(tx: &DatabaseTransaction, license: &license::Model) -> Result<()> {
     use sea_orm::sea_query::ExprTrait as _;
@@ -872,21 +893,8 @@ impl Domain {
         model.license_version = Set(license.version);
         model.last_seen_at = Set(Some(now));
         model.updated_at = Set(now);
-        let device = model.update(&tx).await?;
+        let device = save_device(&tx, actor, now, "device.check_out", before, model).await?;
         let file = self.sign_license_file(&tx, &license, &policy, &device, now).await?;
-        audit::record(
-            &tx,
-            actor,
-            now,
-            Change {
-                action: "device.check_out",
-                target_kind: "device",
-                target_id: Some(&device.id),
-                before,
-                after: device_json(&device),
-            },
-        )
-        .await?;
         tx.commit().await?;
         Ok(file)
     }
@@ -910,20 +918,7 @@ impl Domain {
         model.heartbeat_deadline_at = Set(deadline);
         model.last_seen_at = Set(Some(now));
         model.updated_at = Set(now);
-        let device = model.update(&tx).await?;
-        audit::record(
-            &tx,
-            actor,
-            now,
-            Change {
-                action: "device.check_in",
-                target_kind: "device",
-                target_id: Some(&device.id),
-                before,
-                after: device_json(&device),
-            },
-        )
-        .await?;
+        let device = save_device(&tx, actor, now, "device.check_in", before, model).await?;
         tx.commit().await?;
         Ok(device)
     }
@@ -975,20 +970,7 @@ impl Domain {
         model.heartbeat_deadline_at = Set(None);
         model.token_generation = Set(generation);
         model.updated_at = Set(now);
-        let device = model.update(&tx).await?;
-        audit::record(
-            &tx,
-            actor,
-            now,
-            Change {
-                action,
-                target_kind: "device",
-                target_id: Some(&device.id),
-                before,
-                after: device_json(&device),
-            },
-        )
-        .await?;
+        let device = save_device(&tx, actor, now, action, before, model).await?;
         tx.commit().await?;
         self.device_tokens.remember(&device);
         Ok(device)

@@ -72,6 +72,8 @@ pub fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
 
 /// Documents remembered as valid; beyond this the cache starts over.
 const MAX_CACHED_DOCUMENTS: usize = 1024;
+/// Longest query text remembered (the hot documents are short; this bounds the cache's memory).
+const MAX_CACHED_QUERY_BYTES: usize = 4096;
 
 /// The schemas a request can run on, and the documents already known to be valid.
 #[derive(Clone)]
@@ -167,7 +169,7 @@ impl Schemas {
     /// any, came from a resolver and so has a path).
     pub fn remember(&self, prepared: Option<(String, ExecutableDocument)>, response: &async_graphql::Response) {
         let Some((query, doc)) = prepared else { return };
-        if response.errors.iter().any(|e| e.path.is_empty()) {
+        if query.len() > MAX_CACHED_QUERY_BYTES || response.errors.iter().any(|e| e.path.is_empty()) {
             return;
         }
         if let Ok(mut docs) = self.validated.write() {
