@@ -15,6 +15,12 @@ if [ -z "$pg_bin" ]; then
   pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 fi
 
+# The device tests verify license files with OpenSSL, an Ed25519 implementation independent of ours.
+if ! command -v openssl >/dev/null; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+fi
+
 work=$(mktemp -d /tmp/licensing-test.XXXXXX)
 chmod 755 "$work"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
