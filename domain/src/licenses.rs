@@ -5,7 +5,7 @@
 use chrono::{DateTime, Duration, Utc};
 use entity::enums::LicenseStatus;
 use entity::{customer, license, policy};
-use sea_orm::sea_query::Query;
+use sea_orm::sea_query::{LockType, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, JoinType, QueryFilter,
     QuerySelect, RelationTrait,
@@ -102,20 +102,29 @@ pub(crate) async fn find_by_key(
     with_policy(db, select, lock).await
 }
 
+/// A license query joined with the license's policy, locking only the license row.
+fn joined_with_policy(
+    select: sea_orm::Select<license::Entity>,
+    lock: bool,
+) -> sea_orm::SelectTwo<license::Entity, policy::Entity> {
+    // An inner join: PostgreSQL refuses FOR UPDATE on the nullable side of an outer join.
+    let mut select = select
+        .select_also(policy::Entity)
+        .join(JoinType::InnerJoin, license::Relation::Policy.def());
+    if lock {
+        // Only the license row: locking the policy too would serialise every device of a policy.
+        QuerySelect::query(&mut select).lock_with_tables(LockType::Update, [license::Entity]);
+    }
+    select
+}
+
 /// Runs a license query joined with the license's policy (one round trip).
 pub(crate) async fn with_policy(
     db: &impl ConnectionTrait,
     select: sea_orm::Select<license::Entity>,
     lock: bool,
 ) -> Result<Option<(license::Model, policy::Model)>> {
-    // An inner join: PostgreSQL refuses FOR UPDATE on the nullable side of an outer join.
-    let mut select = select
-        .select_also(policy::Entity)
-        .join(JoinType::InnerJoin, license::Relation::Policy.def());
-    if lock {
-        select = select.lock_exclusive();
-    }
-    match select.one(db).await? {
+    match joined_with_policy(select, lock).one(db).await? {
         Some((license, Some(policy))) => Ok(Some((license, policy))),
         Some((_, None)) | None => Ok(None),
     }
@@ -613,4 +622,18 @@ impl Domain {
 #[must_use]
 pub fn license_entitlements(license: &license::Model) -> Vec<String> {
     string_list(&license.entitlements)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::{DbBackend, QueryTrait};
+
+    #[test]
+    fn the_key_lookup_locks_only_the_license_row() {
+        let select = joined_with_policy(license::Entity::find().filter(license::Column::KeyLookup.eq("x")), true);
+        let sql = select.build(DbBackend::Postgres).to_string();
+        assert!(sql.contains("INNER JOIN \"policies\""), "{sql}");
+        assert!(sql.ends_with("FOR UPDATE OF \"licenses\""), "{sql}");
+    }
 }
