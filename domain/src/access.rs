@@ -228,7 +228,7 @@ impl Domain {
             api_token::Entity::update_many()
                 .col_expr(api_token::Column::LastUsedAt, Some(now).into())
                 .filter(api_token::Column::Id.eq(&token.id))
-                .exec(&self.db)
+                .exec(&self.writer)
                 .await?;
         }
         Ok(Actor {

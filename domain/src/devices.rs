@@ -237,17 +237,26 @@ async fn mark_dead(
     force_release: bool,
     now: DateTime<Utc>,
 ) -> Result<device::Model> {
-    let release = device.holds_seat && (force_release || policy.dead_device_action == DeadDeviceAction::ReleaseSeat);
+    let release = force_release || policy.dead_device_action == DeadDeviceAction::ReleaseSeat;
+    // Conditional on the row as it is now, not as the caller read it: two requests marking the
+    // same device dead release its seat once.
+    let mut update = device::Entity::update_many()
+        .col_expr(device::Column::Status, Expr::value(DeviceStatus::Dead))
+        .col_expr(device::Column::UpdatedAt, Expr::value(now))
+        .filter(device::Column::Id.eq(&device.id))
+        .filter(device::Column::Status.ne(DeviceStatus::Released));
     if release {
+        update = update
+            .col_expr(device::Column::HoldsSeat, Expr::value(false))
+            .filter(device::Column::HoldsSeat.eq(true));
+    }
+    if update.exec(tx).await?.rows_affected == 1 && release {
         release_seat(tx, license).await?;
     }
-    let mut model: device::ActiveModel = device.into();
-    model.status = Set(DeviceStatus::Dead);
-    if release {
-        model.holds_seat = Set(false);
-    }
-    model.updated_at = Set(now);
-    Ok(model.update(tx).await?)
+    device::Entity::find_by_id(&device.id)
+        .one(tx)
+        .await?
+        .ok_or(Error::NotFound("device"))
 }
 
 impl Domain {
@@ -944,19 +953,18 @@ impl Domain {
     async fn release(&self, actor: &Actor, device_id: &str, action: &str) -> Result<device::Model> {
         let now = self.clock.now();
         let tx = begin_write(&self.writer).await?;
-        let device = device::Entity::find_by_id(device_id)
-            .filter(device::Column::VendorId.eq(&actor.vendor_id))
-            .one(&tx)
-            .await?
-            .ok_or(Error::NotFound("device"))?;
-        if device.status == DeviceStatus::Released {
-            return Ok(device);
-        }
-        let license = license::Entity::find_by_id(&device.license_id)
+        let find = || device::Entity::find_by_id(device_id).filter(device::Column::VendorId.eq(&actor.vendor_id));
+        let license_id = find().one(&tx).await?.ok_or(Error::NotFound("device"))?.license_id;
+        let license = license::Entity::find_by_id(&license_id)
             .lock_exclusive()
             .one(&tx)
             .await?
             .ok_or(Error::NotFound("license"))?;
+        // Read again under the license lock: a concurrent release has either finished or waits.
+        let device = find().one(&tx).await?.ok_or(Error::NotFound("device"))?;
+        if device.status == DeviceStatus::Released {
+            return Ok(device);
+        }
         if device.holds_seat {
             release_seat(&tx, &license).await?;
         }

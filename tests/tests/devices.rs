@@ -666,3 +666,62 @@ async fn check_out(backend: Backend) {
     assert_eq!(active_devices(&server, &license).await, 1);
 }
 on_both_databases!(scenario_7_check_out_and_return, check_out);
+
+/// Requests racing to mark the same devices dead, or to release the same device, free each
+/// seat exactly once: seats in use always equal the devices holding one.
+async fn seat_races(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let token = server.owner_token.clone();
+    let (_, license, key) = license_with_policy(
+        &server,
+        &token,
+        "maxActivations: 3, floating: true, heartbeatIntervalSeconds: 60",
+    )
+    .await;
+    for fp in ["a", "b"] {
+        assert!(activate(&server, &key, fp, json!([])).await.get("errors").is_none());
+    }
+    server.set_clock_offset(121);
+    let c = activate(&server, &key, "c", json!([])).await["data"]["activateDevice"]["device"]["id"].clone();
+    assert_eq!(active_devices(&server, &license).await, 3);
+    let calls = (0..40).map(|i| {
+        let server = &server;
+        let key = key.clone();
+        async move {
+            validate(
+                server,
+                json!({ "licenseKey": key, "fingerprint": if i % 2 == 0 { "a" } else { "b" } }),
+            )
+            .await
+        }
+    });
+    for v in join_all(calls).await {
+        assert_eq!(v["code"], "HEARTBEAT_DEAD", "{v}");
+    }
+    assert_eq!(
+        active_devices(&server, &license).await,
+        1,
+        "a and b released once each; c keeps its seat"
+    );
+    let release = "mutation($id: ID!) { releaseDevice(id: $id) { status } }";
+    let calls = (0..10).map(|_| server.gql(Some(&token), release, json!({ "id": c })));
+    for res in join_all(calls).await {
+        assert_eq!(res["data"]["releaseDevice"]["status"], "RELEASED", "{res}");
+    }
+    assert_eq!(active_devices(&server, &license).await, 0);
+    let holding = server
+        .ok(
+            &token,
+            "query($l: ID) { devices(filter: {licenseId: $l}) { nodes { holdsSeat } } }",
+            json!({ "l": license }),
+        )
+        .await;
+    assert!(
+        holding["devices"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["holdsSeat"] == false)
+    );
+}
+on_both_databases!(seat_races_release_each_seat_once, seat_races);
