@@ -115,11 +115,11 @@ async fn execute(state: &AppState, req: &HttpRequest, mut request: async_graphql
     let span = tracing::info_span!("graphql", request_id = %request_id);
     async {
         let caller = caller(state, req, &request_id).await;
+        // The socket's peer, never a client-supplied Forwarded / X-Forwarded-For header (which
+        // would let a client pick a fresh address for every login attempt).
         let ip = req
-            .connection_info()
-            .realip_remote_addr()
-            .unwrap_or("unknown")
-            .to_owned();
+            .peer_addr()
+            .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string());
         let prepared = state.schemas.prepare(&mut request);
         let request = request
             .data(caller)

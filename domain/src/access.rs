@@ -358,13 +358,15 @@ impl Domain {
         model.password_hash = Set(Some(hash_password(password)?));
         model.updated_at = Set(now);
         let user = model.update(&tx).await?;
-        // Changing a password ends the user's other sessions.
-        staff_session::Entity::update_many()
+        // Changing a password ends the user's sessions, except the one changing its own.
+        let mut sessions = staff_session::Entity::update_many()
             .col_expr(staff_session::Column::RevokedAt, Some(now).into())
             .filter(staff_session::Column::StaffUserId.eq(&user.id))
-            .filter(staff_session::Column::RevokedAt.is_null())
-            .exec(&tx)
-            .await?;
+            .filter(staff_session::Column::RevokedAt.is_null());
+        if let ActorKind::Staff { session_id, .. } = &actor.kind {
+            sessions = sessions.filter(staff_session::Column::Id.ne(session_id.as_str()));
+        }
+        sessions.exec(&tx).await?;
         audit::record(
             &tx,
             actor,
@@ -418,20 +420,30 @@ impl Domain {
             condition = condition.add(staff_user::Column::VendorId.eq(vendor.map(|v| v.id).unwrap_or_default()));
         }
         let users = staff_user::Entity::find().filter(condition).all(&self.db).await?;
-        let user = match users.as_slice() {
-            [] => None,
-            [user] => Some(user.clone()),
+        // The password is checked before anything else is said, so a wrong one reveals nothing
+        // (not even that the email exists, or exists in several vendors).
+        let mut matching: Vec<staff_user::Model> = Vec::new();
+        let mut checked = 0;
+        for user in users {
+            if let Some(hash) = user.password_hash.as_deref() {
+                checked += 1;
+                if verify_password(password, hash) {
+                    matching.push(user);
+                }
+            }
+        }
+        if checked == 0 {
+            // As much work as a real check, so an unknown email answers in the same time.
+            verify_password(password, dummy_hash());
+        }
+        let user = match matching.len() {
+            0 => return Err(wrong()),
+            1 => matching.remove(0),
             _ => {
                 return Err(Error::InvalidInput(
                     "this email belongs to several vendors: pass vendorSlug".into(),
                 ));
             }
-        };
-        let hash = user.as_ref().and_then(|u| u.password_hash.clone());
-        let ok = verify_password(password, hash.as_deref().unwrap_or_else(|| dummy_hash())) && hash.is_some();
-        let user = match (user, ok) {
-            (Some(user), true) => user,
-            _ => return Err(wrong()),
         };
         let now = self.clock.now();
         let expires_at = now + SESSION_TTL;

@@ -76,9 +76,21 @@ pub fn string_list(value: &serde_json::Value) -> Vec<String> {
     serde_json::from_value(value.clone()).unwrap_or_default()
 }
 
+/// Longest duration a policy may name: ten years, so time arithmetic never overflows.
+pub const MAX_POLICY_SECONDS: i64 = 315_360_000;
+
 fn positive(field: &str, value: Option<i64>, min: i64) -> Result<Option<i64>> {
     match value {
         Some(v) if v < min => Err(Error::InvalidInput(format!("{field} must be at least {min}"))),
+        other => Ok(other),
+    }
+}
+
+fn seconds(field: &str, value: Option<i64>, min: i64) -> Result<Option<i64>> {
+    match positive(field, value, min)? {
+        Some(v) if v > MAX_POLICY_SECONDS => Err(Error::InvalidInput(format!(
+            "{field} must be at most {MAX_POLICY_SECONDS} (ten years)"
+        ))),
         other => Ok(other),
     }
 }
@@ -171,15 +183,15 @@ impl Domain {
     pub async fn create_policy(&self, actor: &Actor, new: NewPolicy) -> Result<policy::Model> {
         actor.require(Capability::ManageCatalog)?;
         let name = newtypes::text("name", &new.name, 200)?;
-        let duration_seconds = positive("durationSeconds", new.duration_seconds, 60)?;
+        let duration_seconds = seconds("durationSeconds", new.duration_seconds, 60)?;
         let trial = new.trial.unwrap_or(false);
         if trial && duration_seconds.is_none() {
             return Err(Error::InvalidInput("a trial policy needs durationSeconds".into()));
         }
         let max_activations = positive("maxActivations", new.max_activations.map(i64::from), 1)?;
-        let heartbeat = positive("heartbeatIntervalSeconds", new.heartbeat_interval_seconds, 10)?;
-        let grace_seconds = positive("graceSeconds", new.grace_seconds, 0)?.unwrap_or(DEFAULT_GRACE_SECONDS);
-        let ttl = positive("licenseFileTtlSeconds", new.license_file_ttl_seconds, 60)?
+        let heartbeat = seconds("heartbeatIntervalSeconds", new.heartbeat_interval_seconds, 10)?;
+        let grace_seconds = seconds("graceSeconds", new.grace_seconds, 0)?.unwrap_or(DEFAULT_GRACE_SECONDS);
+        let ttl = seconds("licenseFileTtlSeconds", new.license_file_ttl_seconds, 60)?
             .unwrap_or(DEFAULT_LICENSE_FILE_TTL_SECONDS);
         let min_matches = positive("minComponentMatches", new.min_component_matches.map(i64::from), 1)?;
         let floating = new.floating.unwrap_or(false);

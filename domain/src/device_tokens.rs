@@ -56,6 +56,13 @@ impl DeviceTokens {
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
         }
+        // Generations only go up: a read that raced with a release never brings the old one back.
+        if entries
+            .get(&device.id)
+            .is_some_and(|e| e.generation > device.token_generation)
+        {
+            return;
+        }
         entries.insert(
             device.id.clone(),
             Entry {

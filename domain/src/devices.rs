@@ -146,8 +146,8 @@ pub fn device_status(device: &device::Model, license_version: i32, now: DateTime
 fn heartbeat_times(policy: &policy::Model, at: DateTime<Utc>) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
     match policy.heartbeat_interval_seconds {
         Some(interval) => (
-            Some(at + Duration::seconds(interval)),
-            Some(at + Duration::seconds(2 * interval)),
+            at.checked_add_signed(Duration::seconds(interval)),
+            at.checked_add_signed(Duration::seconds(interval.saturating_mul(2))),
         ),
         None => (None, None),
     }
@@ -244,7 +244,8 @@ async fn mark_dead(
         .col_expr(device::Column::Status, Expr::value(DeviceStatus::Dead))
         .col_expr(device::Column::UpdatedAt, Expr::value(now))
         .filter(device::Column::Id.eq(&device.id))
-        .filter(device::Column::Status.ne(DeviceStatus::Released));
+        .filter(device::Column::Status.ne(DeviceStatus::Released))
+        .filter(device::Column::HeartbeatDeadlineAt.lt(now));
     if release {
         update = update
             .col_expr(device::Column::HoldsSeat, Expr::value(false))
@@ -257,6 +258,28 @@ async fn mark_dead(
         .one(tx)
         .await?
         .ok_or(Error::NotFound("device"))
+}
+
+/// What a device that lost its seat to the dead rule is told.
+const SEAT_LOST: &str = "the device missed its heartbeat deadline and its seat was released: activate again";
+
+/// Applies the dead rule to a device read under the license lock: past its deadline it is
+/// marked dead. Returns the device, or `None` when it no longer holds a seat (the caller
+/// commits the marking and refuses the request).
+async fn apply_dead_rule(
+    tx: &DatabaseTransaction,
+    license: &license::Model,
+    policy: &policy::Model,
+    device: device::Model,
+    now: DateTime<Utc>,
+) -> Result<Option<device::Model>> {
+    let device = match device_status(&device, license.version, now) {
+        DeviceStatus::Dead if device.status != DeviceStatus::Dead => {
+            mark_dead(tx, license, policy, device, false, now).await?
+        }
+        _ => device,
+    };
+    Ok(device.holds_seat.then_some(device))
 }
 
 impl Domain {
@@ -286,7 +309,7 @@ impl Domain {
         };
         let checked_out_until = device
             .checked_out_until
-            .filter(|_| device.status == DeviceStatus::CheckedOut);
+            .filter(|until| device.status == DeviceStatus::CheckedOut && *until > now);
         let payload = LicensePayload {
             format: license_file::FORMAT,
             license_id: license.id.clone(),
@@ -405,7 +428,7 @@ impl Domain {
         let needs_seat = existing.as_ref().is_none_or(|d| !d.holds_seat);
         if needs_seat {
             let mut claimed = claim_seat(&tx, &license).await?;
-            if !claimed && policy.floating {
+            if !claimed && (policy.floating || policy.dead_device_action == DeadDeviceAction::ReleaseSeat) {
                 claimed =
                     self.reclaim_dead_seat(&tx, &license, &policy, now).await? && claim_seat(&tx, &license).await?;
             }
@@ -460,9 +483,16 @@ impl Domain {
         let device = match existing {
             Some(current) => {
                 let mut model: device::ActiveModel = current.clone().into();
-                if current.status != DeviceStatus::CheckedOut {
-                    model.status = Set(DeviceStatus::Active);
-                    model.checked_out_until = Set(None);
+                let checked_out = current
+                    .checked_out_until
+                    .filter(|until| current.status == DeviceStatus::CheckedOut && *until > now);
+                match checked_out {
+                    Some(until) => model.heartbeat_deadline_at = Set(heartbeat_times(&policy, until).1),
+                    None => {
+                        model.status = Set(DeviceStatus::Active);
+                        model.checked_out_until = Set(None);
+                        model.heartbeat_deadline_at = Set(deadline);
+                    }
                 }
                 model.holds_seat = Set(true);
                 model.components = Set(components_json);
@@ -474,7 +504,6 @@ impl Domain {
                     model.variables = Set(input.variables);
                 }
                 model.last_seen_at = Set(Some(now));
-                model.heartbeat_deadline_at = Set(deadline);
                 model.license_version = Set(license.version);
                 if needs_seat {
                     model.activated_at = Set(now);
@@ -548,7 +577,8 @@ impl Domain {
     }
 
     /// Marks the license's devices that are past their heartbeat deadline dead and releases
-    /// their seats (a floating license making room). Returns whether any seat was freed.
+    /// their seats (a floating or `RELEASE_SEAT` license making room for a new device).
+    /// Returns whether any device was overdue.
     async fn reclaim_dead_seat(
         &self,
         tx: &DatabaseTransaction,
@@ -564,7 +594,7 @@ impl Domain {
             .await?;
         let freed = !overdue.is_empty();
         for device in overdue {
-            mark_dead(tx, license, policy, device, true, now).await?;
+            mark_dead(tx, license, policy, device, policy.floating, now).await?;
         }
         Ok(freed)
     }
@@ -734,6 +764,8 @@ impl Domain {
                 device
             } else {
                 let tx = begin_write(&self.writer).await?;
+                // The license row first, as every other seat change takes it (no deadlock).
+                with_policy(&tx, license::Entity::find_by_id(&license.id), true).await?;
                 let dead = mark_dead(&tx, &license, &policy, device, false, now).await?;
                 tx.commit().await?;
                 dead
@@ -801,21 +833,9 @@ impl Domain {
         let now = self.clock.now();
         let tx = begin_write(&self.writer).await?;
         let (device, license, policy) = self.caller_device(&tx, actor).await?;
-        let device = if device_status(&device, license.version, now) == DeviceStatus::Dead {
-            let dead = if device.status == DeviceStatus::Dead {
-                device
-            } else {
-                mark_dead(&tx, &license, &policy, device, false, now).await?
-            };
-            if !dead.holds_seat {
-                tx.commit().await?;
-                return Err(Error::DeviceDead(
-                    "the device missed its heartbeat deadline and its seat was released: activate again".into(),
-                ));
-            }
-            dead
-        } else {
-            device
+        let Some(device) = apply_dead_rule(&tx, &license, &policy, device, now).await? else {
+            tx.commit().await?;
+            return Err(Error::DeviceDead(SEAT_LOST.into()));
         };
         let checked_out = device
             .checked_out_until
@@ -851,9 +871,10 @@ impl Domain {
         let now = self.clock.now();
         let tx = begin_write(&self.writer).await?;
         let (device, license, policy) = self.caller_device(&tx, actor).await?;
-        if !device.holds_seat {
-            return Err(Error::DeviceDead("the device lost its seat: activate again".into()));
-        }
+        let Some(device) = apply_dead_rule(&tx, &license, &policy, device, now).await? else {
+            tx.commit().await?;
+            return Err(Error::DeviceDead(SEAT_LOST.into()));
+        };
         let mut model: device::ActiveModel = device.into();
         model.license_version = Set(license.version);
         model.updated_at = Set(now);
@@ -915,7 +936,11 @@ impl Domain {
     pub async fn check_in_device(&self, actor: &Actor) -> Result<device::Model> {
         let now = self.clock.now();
         let tx = begin_write(&self.writer).await?;
-        let (device, _license, policy) = self.caller_device(&tx, actor).await?;
+        let (device, license, policy) = self.caller_device(&tx, actor).await?;
+        let Some(device) = apply_dead_rule(&tx, &license, &policy, device, now).await? else {
+            tx.commit().await?;
+            return Err(Error::DeviceDead(SEAT_LOST.into()));
+        };
         if device.status != DeviceStatus::CheckedOut {
             return Err(Error::InvalidInput("the device is not checked out".into()));
         }

@@ -428,7 +428,10 @@ impl Domain {
             }
             let from = current.expires_at.map_or(now, |at| at.max(now));
             let mut model: license::ActiveModel = current.clone().into();
-            model.expires_at = Set(Some(from + Duration::seconds(duration)));
+            let until = from
+                .checked_add_signed(Duration::seconds(duration))
+                .ok_or_else(|| Error::InvalidInput("the renewed expiry is out of range".into()))?;
+            model.expires_at = Set(Some(until));
             Ok(Some(model))
         })
         .await

@@ -163,7 +163,10 @@ pub fn evaluate(
     }
     let works_until = match payload.checked_out_until {
         Some(until) => until,
-        None => payload.refresh_by + Duration::seconds(payload.grace_seconds),
+        // A grace too large to add means "for ever", never a panic on a hostile file.
+        None => Duration::try_seconds(payload.grace_seconds)
+            .and_then(|grace| payload.refresh_by.checked_add_signed(grace))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC),
     };
     if works_until <= now {
         let why = if payload.checked_out_until.is_some() {

@@ -367,12 +367,54 @@ async fn sessions(backend: Backend) {
         assert_eq!(error_code(&res), Some("UNAUTHENTICATED"), "{res}");
     }
 
-    // Login attempts are rate limited per address and email.
+    // The same email in two vendors: a wrong password says nothing more than for anyone else;
+    // the right one logs in to the vendor whose password it is.
+    let (_, other_owner) = server.create_vendor("Other", "other", "boss@other.test");
+    let bob = "mutation($p: String!) { createStaffUser(input: {email: \"bob@vendor.test\", role: ADMIN, password: $p}) { id } }";
+    server.ok(&owner, bob, json!({ "p": "bob in vendor one" })).await;
+    server.ok(&other_owner, bob, json!({ "p": "bob in vendor two" })).await;
+    let wrong_bob = server
+        .gql(None, login, json!({ "e": "bob@vendor.test", "p": "nobody's password" }))
+        .await;
+    assert_eq!(error_code(&wrong_bob), Some("UNAUTHENTICATED"), "{wrong_bob}");
+    // Changing your own password keeps the session you changed it with and ends the others.
+    let first = server
+        .gql(None, login, json!({ "e": "bob@vendor.test", "p": "bob in vendor one" }))
+        .await;
+    let first = first["data"]["login"]["token"].as_str().unwrap().to_owned();
+    let second = server
+        .gql(None, login, json!({ "e": "bob@vendor.test", "p": "bob in vendor one" }))
+        .await;
+    let second = second["data"]["login"]["token"].as_str().unwrap().to_owned();
+    let me = server.ok(&first, "{ viewer { actorId } }", json!({})).await["viewer"]["actorId"].clone();
+    server
+        .ok(
+            &first,
+            "mutation($id: ID!) { setStaffPassword(userId: $id, password: \"a brand new password\") { id } }",
+            json!({ "id": me }),
+        )
+        .await;
+    server.ok(&first, "{ viewer { role } }", json!({})).await;
+    assert_eq!(
+        error_code(&server.gql(Some(&second), "{ viewer { role } }", json!({})).await),
+        Some("UNAUTHENTICATED")
+    );
+
+    // Login attempts are rate limited per client address and email, whatever address the
+    // client claims in X-Forwarded-For.
     let mut limited = None;
-    for _ in 0..8 {
-        let res = server
-            .gql(None, login, json!({ "e": "ann@vendor.test", "p": "wrong password!" }))
-            .await;
+    for i in 0..8 {
+        let res: Value = server
+            .http()
+            .post(format!("{}/graphql", server.base_url))
+            .header("x-forwarded-for", format!("10.0.0.{i}"))
+            .json(&json!({ "query": login, "variables": { "e": "ann@vendor.test", "p": "wrong password!" } }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if error_code(&res) == Some("RATE_LIMITED") {
             limited = Some(res);
             break;

@@ -651,6 +651,20 @@ async fn check_out(backend: Backend) {
         error_code(&activate(&server, &key, "other", json!([])).await),
         Some("ACTIVATION_LIMIT_REACHED")
     );
+    // Activating again during the check-out keeps it: an hour later it is still checked out.
+    assert!(
+        activate(&server, &key, "laptop", components("l"))
+            .await
+            .get("errors")
+            .is_none()
+    );
+    server.set_clock_offset(2 * DAY + 3600);
+    let v = validate(&server, json!({ "licenseKey": key, "fingerprint": "laptop" })).await;
+    assert_eq!(
+        (v["code"].as_str(), v["device"]["status"].as_str()),
+        (Some("VALID"), Some("CHECKED_OUT")),
+        "{v}"
+    );
     // Returned early.
     let back = server
         .ok(

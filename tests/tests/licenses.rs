@@ -306,6 +306,10 @@ async fn bad_input(backend: Backend) {
             json!({ "p": s.product }),
         ),
         (
+            "mutation($p: ID!) { createPolicy(input: {productId: $p, name: \"T\", heartbeatIntervalSeconds: 9000000000000000}) { id } }",
+            json!({ "p": s.product }),
+        ),
+        (
             "mutation { upsertCustomer(input: {externalId: \"X\", name: \"X\", email: \"not-an-email\"}) { id } }",
             json!({}),
         ),
