@@ -143,8 +143,8 @@ pub fn device_status(device: &device::Model, license_version: i32, now: DateTime
 }
 
 /// When a device seen at `at` must next heartbeat, and when it counts as dead.
-fn heartbeat_times(policy: &policy::Model, at: DateTime<Utc>) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
-    match policy.heartbeat_interval_seconds {
+fn heartbeat_times(interval: Option<i64>, at: DateTime<Utc>) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    match interval {
         Some(interval) => (
             at.checked_add_signed(Duration::seconds(interval)),
             at.checked_add_signed(Duration::seconds(interval.saturating_mul(2))),
@@ -282,7 +282,39 @@ async fn apply_dead_rule(
     Ok(device.holds_seat.then_some(device))
 }
 
+/// Heartbeat intervals by license id. A license never changes policy and a policy never
+/// changes, so an entry never goes stale.
+#[derive(Default)]
+pub(crate) struct HeartbeatIntervals(std::sync::Mutex<std::collections::HashMap<String, Option<i64>>>);
+
 impl Domain {
+    /// The heartbeat interval of a license's policy, cached.
+    async fn heartbeat_interval(&self, license_id: &str) -> Result<Option<i64>> {
+        let cached = self
+            .heartbeat_intervals
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(license_id)
+            .copied();
+        if let Some(interval) = cached {
+            return Ok(interval);
+        }
+        let (_, policy) = with_policy(&self.db, license::Entity::find_by_id(license_id), false)
+            .await?
+            .ok_or(Error::NotFound("license"))?;
+        let mut intervals = self
+            .heartbeat_intervals
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if intervals.len() >= 100_000 {
+            intervals.clear();
+        }
+        intervals.insert(license_id.to_owned(), policy.heartbeat_interval_seconds);
+        Ok(policy.heartbeat_interval_seconds)
+    }
+
     /// Signs a license file for `device` with the vendor's active key.
     pub(crate) async fn sign_license_file(
         &self,
@@ -423,7 +455,7 @@ impl Domain {
             .filter(device::Column::Fingerprint.eq(&fingerprint))
             .one(&tx)
             .await?;
-        let (_, deadline) = heartbeat_times(&policy, now);
+        let (_, deadline) = heartbeat_times(policy.heartbeat_interval_seconds, now);
         let before = existing.as_ref().map_or(json!({}), device_json);
         let needs_seat = existing.as_ref().is_none_or(|d| !d.holds_seat);
         if needs_seat {
@@ -487,7 +519,9 @@ impl Domain {
                     .checked_out_until
                     .filter(|until| current.status == DeviceStatus::CheckedOut && *until > now);
                 match checked_out {
-                    Some(until) => model.heartbeat_deadline_at = Set(heartbeat_times(&policy, until).1),
+                    Some(until) => {
+                        model.heartbeat_deadline_at = Set(heartbeat_times(policy.heartbeat_interval_seconds, until).1)
+                    }
                     None => {
                         model.status = Set(DeviceStatus::Active);
                         model.checked_out_until = Set(None);
@@ -830,7 +864,39 @@ impl Domain {
     /// # Errors
     /// [`Error::DeviceDead`]; [`Error::Forbidden`] without a device token.
     pub async fn heartbeat(&self, actor: &Actor) -> Result<HeartbeatOutcome> {
+        let (device_id, license_id) = actor.device()?;
         let now = self.clock.now();
+        // The common case in one statement: a seated, active device within its deadline.
+        let interval = self.heartbeat_interval(license_id).await?;
+        let (due, deadline) = heartbeat_times(interval, now);
+        let updated = device::Entity::update_many()
+            .col_expr(device::Column::LastSeenAt, Expr::value(Some(now)))
+            .col_expr(device::Column::HeartbeatDeadlineAt, Expr::value(deadline))
+            .col_expr(device::Column::UpdatedAt, Expr::value(now))
+            .filter(device::Column::Id.eq(device_id))
+            .filter(device::Column::VendorId.eq(&actor.vendor_id))
+            .filter(device::Column::Status.eq(DeviceStatus::Active))
+            .filter(device::Column::HoldsSeat.eq(true))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(device::Column::HeartbeatDeadlineAt.is_null())
+                    .add(device::Column::HeartbeatDeadlineAt.gte(now)),
+            )
+            .exec_with_returning(&self.writer)
+            .await?;
+        if let Some(device) = updated.into_iter().next() {
+            let license = license::Entity::find_by_id(license_id)
+                .one(&self.db)
+                .await?
+                .ok_or(Error::NotFound("license"))?;
+            return Ok(HeartbeatOutcome {
+                update_available: device.license_version < license.version,
+                license_version: license.version,
+                next_heartbeat_due_at: due,
+                device,
+            });
+        }
+        // Everything else (dead, checked out, released) under the license lock.
         let tx = begin_write(&self.writer).await?;
         let (device, license, policy) = self.caller_device(&tx, actor).await?;
         let Some(device) = apply_dead_rule(&tx, &license, &policy, device, now).await? else {
@@ -840,7 +906,7 @@ impl Domain {
         let checked_out = device
             .checked_out_until
             .filter(|until| device.status == DeviceStatus::CheckedOut && *until > now);
-        let (due, deadline) = heartbeat_times(&policy, checked_out.unwrap_or(now));
+        let (due, deadline) = heartbeat_times(policy.heartbeat_interval_seconds, checked_out.unwrap_or(now));
         let mut model: device::ActiveModel = device.into();
         model.status = Set(if checked_out.is_some() {
             DeviceStatus::CheckedOut
@@ -915,7 +981,7 @@ impl Domain {
             until = until.min(expires_at);
         }
         let before = device_json(&device);
-        let (_, deadline) = heartbeat_times(&policy, until);
+        let (_, deadline) = heartbeat_times(policy.heartbeat_interval_seconds, until);
         let mut model: device::ActiveModel = device.into();
         model.status = Set(DeviceStatus::CheckedOut);
         model.checked_out_until = Set(Some(until));
@@ -945,7 +1011,7 @@ impl Domain {
             return Err(Error::InvalidInput("the device is not checked out".into()));
         }
         let before = device_json(&device);
-        let (_, deadline) = heartbeat_times(&policy, now);
+        let (_, deadline) = heartbeat_times(policy.heartbeat_interval_seconds, now);
         let mut model: device::ActiveModel = device.into();
         model.status = Set(DeviceStatus::Active);
         model.checked_out_until = Set(None);

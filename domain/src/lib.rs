@@ -52,6 +52,8 @@ pub struct Domain {
     pub device_tokens: Arc<device_tokens::DeviceTokens>,
     /// Decrypted active signing keys by vendor.
     pub(crate) signing_keys: Arc<vendors::SigningKeyCache>,
+    /// Heartbeat intervals by license (never stale: policies do not change).
+    pub(crate) heartbeat_intervals: Arc<devices::HeartbeatIntervals>,
 }
 
 impl Domain {
@@ -65,6 +67,7 @@ impl Domain {
             clock,
             device_tokens: Arc::default(),
             signing_keys: Arc::default(),
+            heartbeat_intervals: Arc::default(),
         }
     }
 }
