@@ -292,11 +292,7 @@ impl Domain {
             )));
         }
         let email = newtypes::email(&new.email)?;
-        let name = new
-            .name
-            .as_deref()
-            .map(|n| newtypes::text("name", n, 200))
-            .transpose()?;
+        let name = newtypes::optional_text("name", new.name.as_deref(), 200)?;
         let password = new
             .password
             .as_deref()

@@ -53,11 +53,7 @@ impl Domain {
         let external_id = newtypes::text("externalId", &input.external_id, 255)?;
         let name = newtypes::text("name", &input.name, 200)?;
         let email = input.email.as_deref().map(newtypes::email).transpose()?;
-        let billing = input
-            .billing_customer_id
-            .as_deref()
-            .map(|b| newtypes::text("billingCustomerId", b, 255))
-            .transpose()?;
+        let billing = newtypes::optional_text("billingCustomerId", input.billing_customer_id.as_deref(), 255)?;
         // A concurrent upsert of the same new external id loses the insert race on the unique
         // index; the retry then finds the row and updates it.
         for _ in 0..3 {

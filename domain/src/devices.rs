@@ -30,7 +30,7 @@ use crate::audit::{self, Change};
 use crate::catalog::{policy_meters, string_list};
 use crate::db::begin_write;
 use crate::device_tokens::DeviceTokens;
-use crate::licenses::{effective_status, find_by_key, with_policy};
+use crate::licenses::{effective_status, find_by_key, require_active, with_policy};
 use crate::page::{self, Order, Page, PageRequest};
 use crate::{Actor, ActorKind, Capability, Domain, Error, Result, Role, new_id, newtypes};
 
@@ -396,26 +396,10 @@ impl Domain {
     pub async fn activate_device(&self, input: ActivateInput, request_id: Option<String>) -> Result<Activation> {
         let fingerprint = newtypes::text("fingerprint", &input.fingerprint, 256)?;
         let components = parse_components(&input.components)?;
-        let name = input
-            .name
-            .as_deref()
-            .map(|n| newtypes::text("name", n, 200))
-            .transpose()?;
-        let hostname = input
-            .hostname
-            .as_deref()
-            .map(|n| newtypes::text("hostname", n, 255))
-            .transpose()?;
-        let platform = input
-            .platform
-            .as_deref()
-            .map(|n| newtypes::text("platform", n, 100))
-            .transpose()?;
-        let public_key = input
-            .public_key
-            .as_deref()
-            .map(|k| newtypes::text("devicePublicKey", k, 200))
-            .transpose()?;
+        let name = newtypes::optional_text("name", input.name.as_deref(), 200)?;
+        let hostname = newtypes::optional_text("hostname", input.hostname.as_deref(), 255)?;
+        let platform = newtypes::optional_text("platform", input.platform.as_deref(), 100)?;
+        let public_key = newtypes::optional_text("devicePublicKey", input.public_key.as_deref(), 200)?;
         if input
             .variables
             .as_ref()
@@ -430,12 +414,7 @@ impl Domain {
         let (license, policy) = find_by_key(&self.secrets, &tx, &input.license_key, true)
             .await?
             .ok_or(Error::NotFound("license"))?;
-        match effective_status(&license, now) {
-            LicenseStatus::Active => {}
-            LicenseStatus::Suspended => return Err(Error::LicenseSuspended("the license is suspended".into())),
-            LicenseStatus::Revoked => return Err(Error::LicenseRevoked("the license was revoked".into())),
-            LicenseStatus::Expired => return Err(Error::LicenseExpired("the license has expired".into())),
-        }
+        require_active(&license, now)?;
         if policy.deployment_mode == DeploymentMode::Offline {
             return Err(Error::InvalidInput(
                 "this license activates offline only: send an activation request file to the vendor".into(),
@@ -965,12 +944,7 @@ impl Domain {
         let now = self.clock.now();
         let tx = begin_write(&self.writer).await?;
         let (device, license, policy) = self.caller_device(&tx, actor).await?;
-        match effective_status(&license, now) {
-            LicenseStatus::Active => {}
-            LicenseStatus::Suspended => return Err(Error::LicenseSuspended("the license is suspended".into())),
-            LicenseStatus::Revoked => return Err(Error::LicenseRevoked("the license was revoked".into())),
-            LicenseStatus::Expired => return Err(Error::LicenseExpired("the license has expired".into())),
-        }
+        require_active(&license, now)?;
         if device_status(&device, license.version, now) == DeviceStatus::Dead || !device.holds_seat {
             return Err(Error::DeviceDead(
                 "the device missed its heartbeat deadline: heartbeat or activate again".into(),

@@ -130,6 +130,19 @@ pub(crate) async fn with_policy(
     }
 }
 
+/// Refuses a license that is not in force now, with the matching error.
+///
+/// # Errors
+/// [`Error::LicenseSuspended`], [`Error::LicenseRevoked`] or [`Error::LicenseExpired`].
+pub(crate) fn require_active(license: &license::Model, now: DateTime<Utc>) -> Result<()> {
+    match effective_status(license, now) {
+        LicenseStatus::Active => Ok(()),
+        LicenseStatus::Suspended => Err(Error::LicenseSuspended("the license is suspended".into())),
+        LicenseStatus::Revoked => Err(Error::LicenseRevoked("the license was revoked".into())),
+        LicenseStatus::Expired => Err(Error::LicenseExpired("the license has expired".into())),
+    }
+}
+
 /// The status a license has now: an active license past its expiry is expired.
 #[must_use]
 pub fn effective_status(license: &license::Model, now: DateTime<Utc>) -> LicenseStatus {
@@ -192,11 +205,7 @@ impl Domain {
             .transpose()?;
         let max_activations = check_max_activations(input.max_activations)?;
         check_metadata(input.metadata.as_ref())?;
-        let billing = input
-            .billing_subscription_id
-            .as_deref()
-            .map(|b| newtypes::text("billingSubscriptionId", b, 255))
-            .transpose()?;
+        let billing = newtypes::optional_text("billingSubscriptionId", input.billing_subscription_id.as_deref(), 255)?;
         let now = self.clock.now();
         if input.expires_at.is_some_and(|at| at <= now) {
             return Err(Error::InvalidInput("expiresAt must be in the future".into()));
@@ -443,10 +452,7 @@ impl Domain {
     /// [`Error::LicenseRevoked`] for a revoked license.
     pub async fn suspend_license(&self, actor: &Actor, id: &str, reason: Option<String>) -> Result<license::Model> {
         actor.require(Capability::Support)?;
-        let reason = reason
-            .as_deref()
-            .map(|r| newtypes::text("reason", r, 500))
-            .transpose()?;
+        let reason = newtypes::optional_text("reason", reason.as_deref(), 500)?;
         self.change_license(actor, id, "license.suspend", |current, _| match current.status {
             LicenseStatus::Revoked => Err(Error::LicenseRevoked("a revoked license cannot be suspended".into())),
             LicenseStatus::Suspended => Ok(None),
@@ -485,10 +491,7 @@ impl Domain {
     /// [`Error::Forbidden`] or [`Error::NotFound`].
     pub async fn revoke_license(&self, actor: &Actor, id: &str, reason: Option<String>) -> Result<license::Model> {
         actor.require(Capability::ManageLicenses)?;
-        let reason = reason
-            .as_deref()
-            .map(|r| newtypes::text("reason", r, 500))
-            .transpose()?;
+        let reason = newtypes::optional_text("reason", reason.as_deref(), 500)?;
         self.change_license(actor, id, "license.revoke", |current, _| {
             if current.status == LicenseStatus::Revoked {
                 return Ok(None);

@@ -110,6 +110,14 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<String> {
     Ok(value.to_owned())
 }
 
+/// [`text`] for an optional field.
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming `field`.
+pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> Result<Option<String>> {
+    value.map(|v| text(field, v, max)).transpose()
+}
+
 /// A code (product code, entitlement, meter): 1-64 of `A-Z a-z 0-9 _ - . :`.
 ///
 /// # Errors

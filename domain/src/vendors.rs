@@ -166,11 +166,7 @@ impl Domain {
     /// [`Error::Forbidden`] below ADMIN; [`Error::InvalidInput`] for a bad name or address.
     pub async fn update_vendor_settings(&self, actor: &Actor, settings: VendorSettings) -> Result<vendor::Model> {
         actor.require(Capability::ManageVendor)?;
-        let name = settings
-            .name
-            .as_deref()
-            .map(|n| newtypes::text("name", n, 200))
-            .transpose()?;
+        let name = newtypes::optional_text("name", settings.name.as_deref(), 200)?;
         let alert_emails = match settings.alert_emails {
             None => None,
             Some(list) if list.len() > MAX_ALERT_EMAILS => {
