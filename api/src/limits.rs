@@ -1,5 +1,6 @@
-//! In-process rate limiting: a sliding window of attempts per key (login: per client IP and
-//! email). Good for one API process; a fleet behind a load balancer shares nothing here.
+//! In-process rate limiting: a sliding window of attempts per key (login attempts per client
+//! address and email; unknown license keys per client address). Good for one API process; a
+//! fleet behind a load balancer shares nothing here.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -28,6 +29,25 @@ impl RateLimiter {
     /// # Errors
     /// The seconds until the oldest attempt leaves the window.
     pub fn check(&self, key: &str) -> Result<(), u64> {
+        self.over_limit(key, true)
+    }
+
+    /// Whether `key` is over the limit now, without counting an attempt (for limits on
+    /// failures only: look first, [`Self::record`] a failure after).
+    ///
+    /// # Errors
+    /// The seconds until the oldest attempt leaves the window.
+    pub fn peek(&self, key: &str) -> Result<(), u64> {
+        self.over_limit(key, false)
+    }
+
+    /// Counts an attempt for `key` (over the limit or not).
+    pub fn record(&self, key: &str) {
+        let mut attempts = self.attempts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        attempts.entry(key.to_owned()).or_default().push_back(Instant::now());
+    }
+
+    fn over_limit(&self, key: &str, count: bool) -> Result<(), u64> {
         let now = Instant::now();
         let mut attempts = self.attempts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if attempts.len() > 10_000 {
@@ -42,7 +62,9 @@ impl RateLimiter {
             let wait = self.window.saturating_sub(now.duration_since(oldest));
             return Err(wait.as_secs().max(1));
         }
-        times.push_back(now);
+        if count {
+            times.push_back(now);
+        }
         Ok(())
     }
 }
@@ -58,5 +80,14 @@ mod tests {
         assert!(limiter.check("a").is_ok());
         assert!(limiter.check("a").is_err_and(|wait| (1..=60).contains(&wait)));
         assert!(limiter.check("b").is_ok());
+    }
+
+    #[test]
+    fn peek_does_not_count() {
+        let limiter = RateLimiter::new(1, Duration::from_secs(60));
+        assert!(limiter.peek("a").is_ok());
+        assert!(limiter.peek("a").is_ok());
+        limiter.record("a");
+        assert!(limiter.peek("a").is_err());
     }
 }

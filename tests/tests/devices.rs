@@ -739,3 +739,30 @@ async fn seat_races(backend: Backend) {
     );
 }
 on_both_databases!(seat_races_release_each_seat_once, seat_races);
+
+/// Guessing keys: past 60 unknown keys a minute, a client address gets RATE_LIMITED on both
+/// key-authenticated calls; known keys never count, however often they are used.
+async fn key_guessing(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (_, _, key) = license_with_policy(&server, &server.owner_token, "maxActivations: 5").await;
+    for _ in 0..100 {
+        assert_eq!(validate(&server, json!({ "licenseKey": key })).await["code"], "VALID");
+    }
+    for i in 0..60 {
+        let guess = format!("AAAAA-AAAAA-AAAAA-AAAAA-{i:05}");
+        let v = if i % 2 == 0 {
+            validate(&server, json!({ "licenseKey": guess })).await["code"].clone()
+        } else {
+            json!(error_code(&activate(&server, &guess, "x", json!([])).await))
+        };
+        assert_eq!(v, json!("NOT_FOUND"), "guess {i}");
+    }
+    let res = server.gql(None, VALIDATE, json!({ "in": { "licenseKey": key } })).await;
+    assert_eq!(error_code(&res), Some("RATE_LIMITED"), "{res}");
+    assert!(res["errors"][0]["extensions"]["retryAfter"].as_u64().is_some());
+    assert_eq!(
+        error_code(&activate(&server, &key, "y", json!([])).await),
+        Some("RATE_LIMITED")
+    );
+}
+on_both_databases!(key_guessing_is_rate_limited, key_guessing);

@@ -7,7 +7,7 @@ use entity::{api_token, staff_user};
 use crate::graphql::connection::{Connection, from_page, page_request};
 use crate::graphql::context::{ClientIp, ContextExt};
 use crate::graphql::enums::Role;
-use crate::graphql::error::{ApiError, ApiResult, ErrorCode};
+use crate::graphql::error::{ApiError, ApiResult};
 use crate::graphql::page_cost;
 use crate::limits::RateLimiter;
 
@@ -172,11 +172,7 @@ impl AccessMutation {
         let ip = ctx.data_opt::<ClientIp>().map_or("unknown", |ip| ip.0.as_str());
         let limiter = ctx.data_unchecked::<std::sync::Arc<LoginLimiter>>();
         if let Err(seconds) = limiter.0.check(&format!("{ip}|{}", email.trim().to_lowercase())) {
-            return Err(ApiError {
-                code: ErrorCode::RateLimited,
-                message: format!("too many login attempts; retry in {seconds} s"),
-                retry_after: Some(seconds),
-            });
+            return Err(ApiError::rate_limited("login attempts", seconds));
         }
         let domain = ctx.domain();
         let session = domain

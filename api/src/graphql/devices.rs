@@ -6,10 +6,11 @@ use chrono::{DateTime, Utc};
 use entity::device;
 
 use crate::graphql::connection::{Connection, from_page, page_request};
-use crate::graphql::context::{ContextExt, Scope, scope_of};
+use crate::graphql::context::{ClientIp, ContextExt, Scope, scope_of};
 use crate::graphql::error::{ApiError, ApiResult, ErrorCode};
 use crate::graphql::licenses::License;
 use crate::graphql::page_cost;
+use crate::limits::RateLimiter;
 
 /// A device's state.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -276,6 +277,27 @@ pub struct DeviceFilter {
     pub status: Option<DeviceStatus>,
 }
 
+/// Unknown license keys one client address may try per minute (`activateDevice` and
+/// `validateLicense`); past it both answer RATE_LIMITED. Known keys are never counted, so a
+/// fleet behind one address validates as often as it likes.
+pub const MAX_UNKNOWN_KEYS_PER_MINUTE: usize = 60;
+
+/// The limiter of unknown license keys per client address, shared by all requests.
+pub struct UnknownKeyLimiter(pub RateLimiter);
+
+/// The client's address, and an error if it tried too many unknown keys lately.
+fn key_guessing_guard<'a>(ctx: &'a Context<'_>) -> ApiResult<(&'a UnknownKeyLimiter, String)> {
+    let ip = ctx
+        .data_opt::<ClientIp>()
+        .map_or_else(|| "unknown".to_owned(), |ip| ip.0.clone());
+    let limiter = ctx.data_unchecked::<std::sync::Arc<UnknownKeyLimiter>>();
+    limiter
+        .0
+        .peek(&ip)
+        .map_err(|seconds| ApiError::rate_limited("unknown license keys", seconds))?;
+    Ok((limiter, ip))
+}
+
 /// Device queries.
 #[derive(Default)]
 pub struct DeviceQuery;
@@ -320,6 +342,7 @@ impl DeviceMutation {
     /// returns the same device; a new one takes a seat or gets ACTIVATION_LIMIT_REACHED.
     async fn activate_device(&self, ctx: &Context<'_>, input: ActivateDeviceInput) -> ApiResult<Activation> {
         let domain = ctx.domain();
+        let (limiter, ip) = key_guessing_guard(ctx)?;
         let activation = domain
             .activate_device(
                 domain::devices::ActivateInput {
@@ -334,7 +357,12 @@ impl DeviceMutation {
                 },
                 ctx.request_id(),
             )
-            .await?;
+            .await
+            .inspect_err(|e| {
+                if matches!(e, domain::Error::NotFound("license")) {
+                    limiter.0.record(&ip);
+                }
+            })?;
         let scope = Some(Scope::new(domain, activation.actor));
         Ok(Activation {
             device: Device::scoped(activation.device, scope),
@@ -347,6 +375,7 @@ impl DeviceMutation {
     /// A bad key is `valid: false, code: NOT_FOUND`, never an error.
     async fn validate_license(&self, ctx: &Context<'_>, input: ValidateLicenseInput) -> ApiResult<Validation> {
         let domain = ctx.domain();
+        let (limiter, ip) = key_guessing_guard(ctx)?;
         let outcome = domain
             .validate_license(
                 domain::devices::ValidateInput {
@@ -358,6 +387,9 @@ impl DeviceMutation {
                 ctx.request_id(),
             )
             .await?;
+        if outcome.verdict.code == protocol::validation::ValidationCode::NotFound {
+            limiter.0.record(&ip);
+        }
         let scope = outcome.actor.map(|actor| Scope::new(domain, actor));
         Ok(Validation {
             valid: outcome.verdict.code == protocol::validation::ValidationCode::Valid,

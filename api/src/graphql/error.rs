@@ -103,6 +103,16 @@ impl ApiError {
             retry_after: None,
         }
     }
+
+    /// `RATE_LIMITED`, retry after `seconds`.
+    #[must_use]
+    pub fn rate_limited(what: &str, seconds: u64) -> Self {
+        Self {
+            code: ErrorCode::RateLimited,
+            message: format!("too many {what}; retry in {seconds} s"),
+            retry_after: Some(seconds),
+        }
+    }
 }
 
 impl From<domain::Error> for ApiError {

@@ -104,6 +104,10 @@ impl Schemas {
     /// Builds the schemas. In production introspection and "did you mean" suggestions are off.
     #[must_use]
     pub fn new(domain: &Domain, production: bool) -> Self {
+        let unknown_keys = std::sync::Arc::new(devices::UnknownKeyLimiter(RateLimiter::new(
+            devices::MAX_UNKNOWN_KEYS_PER_MINUTE,
+            std::time::Duration::from_secs(60),
+        )));
         let limiter = std::sync::Arc::new(access::LoginLimiter(RateLimiter::new(
             5,
             std::time::Duration::from_secs(60),
@@ -112,6 +116,7 @@ impl Schemas {
             let builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
                 .data(domain.clone())
                 .data(limiter.clone())
+                .data(unknown_keys.clone())
                 .validation_mode(mode)
                 .limit_depth(depth)
                 .limit_complexity(MAX_COMPLEXITY)
