@@ -469,7 +469,8 @@ async fn device_tokens(backend: Backend) {
         Some("FORBIDDEN")
     );
     // A forged or altered device token is refused.
-    let forged = format!("{}0", &a_token[..a_token.len() - 1]);
+    let last = if a_token.ends_with('0') { '1' } else { '0' };
+    let forged = format!("{}{last}", &a_token[..a_token.len() - 1]);
     assert_eq!(
         error_code(&server.gql(Some(&forged), HEARTBEAT, json!({})).await),
         Some("UNAUTHENTICATED")
