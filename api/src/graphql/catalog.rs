@@ -114,7 +114,7 @@ impl Policy {
 /// # Errors
 /// `NOT_FOUND` if it is gone; database errors.
 pub async fn load_product(scope: &Scope, id: &str) -> ApiResult<Product> {
-    let product = scope.loaders.products.load_one(id.to_owned()).await?;
+    let product = scope.loaders().products.load_one(id.to_owned()).await?;
     product
         .map(Into::into)
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "product not found"))

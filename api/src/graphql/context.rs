@@ -9,24 +9,30 @@ use domain::{Actor, Domain};
 use crate::graphql::error::{ApiError, ApiResult, ErrorCode};
 use crate::graphql::loaders::Loaders;
 
-/// An authenticated caller with the DataLoaders that read on its behalf.
+/// An authenticated caller with the DataLoaders that read on its behalf (built on first use:
+/// the device calls never need them).
 #[derive(Clone)]
 pub struct Scope {
     /// The caller.
     pub actor: Arc<Actor>,
-    /// Loaders scoped to the caller's vendor.
-    pub loaders: Loaders,
+    domain: Domain,
+    loaders: Arc<std::sync::OnceLock<Loaders>>,
 }
 
 impl Scope {
     /// A scope for `actor`.
     #[must_use]
     pub fn new(domain: &Domain, actor: Actor) -> Self {
-        let actor = Arc::new(actor);
         Self {
-            loaders: Loaders::new(domain, &actor),
-            actor,
+            actor: Arc::new(actor),
+            domain: domain.clone(),
+            loaders: Arc::default(),
         }
+    }
+
+    /// The caller's DataLoaders.
+    pub fn loaders(&self) -> &Loaders {
+        self.loaders.get_or_init(|| Loaders::new(&self.domain, &self.actor))
     }
 }
 
@@ -70,7 +76,7 @@ pub trait ContextExt {
     /// # Errors
     /// `UNAUTHENTICATED` without valid credentials.
     fn loaders(&self) -> ApiResult<&Loaders> {
-        self.scope().map(|s| &s.loaders)
+        self.scope().map(Scope::loaders)
     }
     /// The request id.
     fn request_id(&self) -> Option<String>;

@@ -75,7 +75,7 @@ impl Device {
     async fn license_model(&self, ctx: &Context<'_>) -> ApiResult<entity::license::Model> {
         let scope = scope_of(ctx, &self.scope)?;
         scope
-            .loaders
+            .loaders()
             .licenses
             .load_one(self.model.license_id.clone())
             .await?
@@ -145,7 +145,7 @@ impl Device {
     async fn next_heartbeat_due_at(&self, ctx: &Context<'_>) -> ApiResult<Option<DateTime<Utc>>> {
         let license = self.license_model(ctx).await?;
         let scope = scope_of(ctx, &self.scope)?;
-        let policy = scope.loaders.policies.load_one(license.policy_id).await?;
+        let policy = scope.loaders().policies.load_one(license.policy_id).await?;
         Ok(domain::devices::next_heartbeat_due(
             &self.model,
             policy.and_then(|p| p.heartbeat_interval_seconds),

@@ -73,7 +73,7 @@ impl License {
     /// The policy it was issued under.
     async fn policy(&self, ctx: &Context<'_>) -> ApiResult<Policy> {
         let policy = scope_of(ctx, &self.scope)?
-            .loaders
+            .loaders()
             .policies
             .load_one(self.model.policy_id.clone())
             .await?;
@@ -93,7 +93,7 @@ impl License {
             return Ok(None);
         };
         Ok(scope_of(ctx, &self.scope)?
-            .loaders
+            .loaders()
             .customers
             .load_one(id.clone())
             .await?
