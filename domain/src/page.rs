@@ -65,17 +65,6 @@ pub struct Page<T> {
     pub total_count: Option<u64>,
 }
 
-impl<T> Page<T> {
-    /// Converts every row.
-    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
-        Page {
-            items: self.items.into_iter().map(f).collect(),
-            has_next_page: self.has_next_page,
-            total_count: self.total_count,
-        }
-    }
-}
-
 /// Runs `select` as one page ordered by `id`, starting after `request.after`.
 ///
 /// # Errors

@@ -170,16 +170,6 @@ pub fn verify(text: &str, key_for: impl Fn(&str) -> Option<VerifyingKey>) -> Res
     Ok(parsed)
 }
 
-/// The key id a file says it was signed with, without verifying anything.
-///
-/// # Errors
-/// [`FileError::Malformed`].
-pub fn key_id(text: &str) -> Result<String, FileError> {
-    let json = armour::decode(LABEL, text).map_err(|e| FileError::Malformed(e.to_string()))?;
-    let envelope: Envelope = serde_json::from_slice(&json).map_err(|e| FileError::Malformed(e.to_string()))?;
-    Ok(envelope.kid)
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -225,7 +215,6 @@ pub(crate) mod tests {
         let file = sign(&p, "k1", &key)?;
         assert!(file.starts_with("-----BEGIN LICENSE FILE-----"));
         assert_eq!(verify(&file, |kid| (kid == "k1").then_some(public))?, p);
-        assert_eq!(key_id(&file)?, "k1");
         assert_eq!(verify(&file, |_| None), Err(FileError::UnknownKey("k1".into())));
         let other = signing_key_from_seed(&[6; 32]).verifying_key();
         assert_eq!(verify(&file, |_| Some(other)), Err(FileError::BadSignature));
