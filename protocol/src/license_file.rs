@@ -3,15 +3,13 @@
 //! payload JSON and `sig` the Ed25519 signature over exactly those payload bytes. The same file
 //! serves as refresh file and check-out file.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::armour;
+use crate::envelope;
+pub use crate::envelope::FileError;
 use crate::fingerprint::Components;
-use crate::signing::ALGORITHM;
 
 /// Armour label of license files.
 pub const LABEL: &str = "LICENSE FILE";
@@ -97,49 +95,12 @@ pub struct LicensePayload {
     pub usage_ack: Option<UsageAck>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Envelope {
-    alg: String,
-    kid: String,
-    payload: String,
-    sig: String,
-}
-
-/// Why a license file was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum FileError {
-    /// Not armoured, not base64, or not the expected JSON.
-    #[error("not a license file: {0}")]
-    Malformed(String),
-    /// Signed with an algorithm other than Ed25519.
-    #[error("unsupported signature algorithm {0:?}")]
-    Algorithm(String),
-    /// Signed by a key this verifier does not know.
-    #[error("signed by an unknown key {0:?}")]
-    UnknownKey(String),
-    /// The signature does not verify.
-    #[error("the signature does not verify: the file was altered or signed by someone else")]
-    BadSignature,
-    /// A payload layout this reader does not know.
-    #[error("license file format {0} is not supported")]
-    Format(u32),
-}
-
 /// Signs `payload` with `key` (known as `kid`) and returns the armoured file.
 ///
 /// # Errors
 /// [`FileError::Malformed`] if the payload cannot be serialised.
 pub fn sign(payload: &LicensePayload, kid: &str, key: &SigningKey) -> Result<String, FileError> {
-    let bytes = serde_json::to_vec(payload).map_err(|e| FileError::Malformed(e.to_string()))?;
-    let sig = key.sign(&bytes);
-    let envelope = Envelope {
-        alg: ALGORITHM.into(),
-        kid: kid.into(),
-        payload: URL_SAFE_NO_PAD.encode(&bytes),
-        sig: URL_SAFE_NO_PAD.encode(sig.to_bytes()),
-    };
-    let json = serde_json::to_vec(&envelope).map_err(|e| FileError::Malformed(e.to_string()))?;
-    Ok(armour::encode(LABEL, &json))
+    envelope::seal(LABEL, payload, Some(kid), key)
 }
 
 /// Reads and verifies a license file; `key_for` maps a key id to the vendor's public key.
@@ -148,22 +109,11 @@ pub fn sign(payload: &LicensePayload, kid: &str, key: &SigningKey) -> Result<Str
 /// # Errors
 /// [`FileError`] for anything that does not parse or verify.
 pub fn verify(text: &str, key_for: impl Fn(&str) -> Option<VerifyingKey>) -> Result<LicensePayload, FileError> {
-    let json = armour::decode(LABEL, text).map_err(|e| FileError::Malformed(e.to_string()))?;
-    let envelope: Envelope = serde_json::from_slice(&json).map_err(|e| FileError::Malformed(e.to_string()))?;
-    if envelope.alg != ALGORITHM {
-        return Err(FileError::Algorithm(envelope.alg));
-    }
-    let key = key_for(&envelope.kid).ok_or_else(|| FileError::UnknownKey(envelope.kid.clone()))?;
-    let payload = URL_SAFE_NO_PAD
-        .decode(envelope.payload.as_bytes())
-        .map_err(|_| FileError::Malformed("payload is not base64url".into()))?;
-    let sig = URL_SAFE_NO_PAD
-        .decode(envelope.sig.as_bytes())
-        .ok()
-        .and_then(|raw| Signature::from_slice(&raw).ok())
-        .ok_or(FileError::BadSignature)?;
-    key.verify_strict(&payload, &sig).map_err(|_| FileError::BadSignature)?;
-    let parsed: LicensePayload = serde_json::from_slice(&payload).map_err(|e| FileError::Malformed(e.to_string()))?;
+    let opened = envelope::open(LABEL, text)?;
+    let kid = opened.kid.clone().unwrap_or_default();
+    let key = key_for(&kid).ok_or(FileError::UnknownKey(kid))?;
+    opened.verify(&key)?;
+    let parsed: LicensePayload = opened.payload()?;
     if parsed.format != FORMAT {
         return Err(FileError::Format(parsed.format));
     }
@@ -175,6 +125,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::fingerprint::{components, fingerprint};
     use crate::signing::signing_key_from_seed;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use proptest::prelude::*;
 
     pub(crate) fn payload(now: DateTime<Utc>) -> LicensePayload {
@@ -220,22 +172,18 @@ pub(crate) mod tests {
         assert_eq!(verify(&file, |_| Some(other)), Err(FileError::BadSignature));
 
         // Flip each byte of the payload in turn: every change is caught.
-        let json = armour::decode(LABEL, &file).map_err(|e| FileError::Malformed(e.to_string()))?;
-        let envelope: Envelope = serde_json::from_slice(&json).map_err(|e| FileError::Malformed(e.to_string()))?;
+        let bad = |e: &dyn std::fmt::Display| FileError::Malformed(e.to_string());
+        let json = crate::armour::decode(LABEL, &file).map_err(|e| bad(&e))?;
+        let envelope: serde_json::Value = serde_json::from_slice(&json).map_err(|e| bad(&e))?;
         let bytes = URL_SAFE_NO_PAD
-            .decode(&envelope.payload)
-            .map_err(|e| FileError::Malformed(e.to_string()))?;
+            .decode(envelope["payload"].as_str().unwrap_or_default())
+            .map_err(|e| bad(&e))?;
         for i in 0..bytes.len() {
             let mut altered = bytes.clone();
             altered[i] ^= 0x01;
-            let forged = Envelope {
-                payload: URL_SAFE_NO_PAD.encode(&altered),
-                ..envelope.clone()
-            };
-            let text = armour::encode(
-                LABEL,
-                &serde_json::to_vec(&forged).map_err(|e| FileError::Malformed(e.to_string()))?,
-            );
+            let mut forged = envelope.clone();
+            forged["payload"] = URL_SAFE_NO_PAD.encode(&altered).into();
+            let text = crate::armour::encode(LABEL, &serde_json::to_vec(&forged).map_err(|e| bad(&e))?);
             assert!(verify(&text, |_| Some(public)).is_err(), "byte {i}");
         }
         Ok(())
@@ -246,7 +194,7 @@ pub(crate) mod tests {
         fn never_panics_on_any_input(text in ".{0,300}", raw in proptest::collection::vec(any::<u8>(), 0..300)) {
             let public = signing_key_from_seed(&[5; 32]).verifying_key();
             let _ = verify(&text, |_| Some(public));
-            let _ = verify(&armour::encode(LABEL, &raw), |_| Some(public));
+            let _ = verify(&crate::armour::encode(LABEL, &raw), |_| Some(public));
         }
     }
 }
