@@ -394,12 +394,51 @@ impl Domain {
     /// [`Error::NotFound`] for an unknown key; [`Error::LicenseExpired`], [`Error::LicenseSuspended`],
     /// [`Error::LicenseRevoked`]; [`Error::ActivationLimitReached`]; [`Error::InvalidInput`].
     pub async fn activate_device(&self, input: ActivateInput, request_id: Option<String>) -> Result<Activation> {
+        self.activate(input, request_id, None).await
+    }
+
+    /// The offline portal: staff upload a device's activation request and get a license file
+    /// bound to it. Same seat rules as [`Self::activate_device`]; the license must be the
+    /// caller's vendor's and its policy OFFLINE or HYBRID. The device needs no heartbeat.
+    ///
+    /// # Errors
+    /// [`Error::InvalidFile`] for a request that does not parse or verify; [`Error::NotFound`]
+    /// for a key of another vendor; [`Error::InvalidInput`] for an ONLINE policy; the
+    /// activation errors.
+    pub async fn generate_offline_license(&self, actor: &Actor, request: &str) -> Result<Activation> {
+        actor.require(Capability::Support)?;
+        let request = protocol::offline::read_request(request).map_err(|e| Error::InvalidFile(e.to_string()))?;
+        let input = ActivateInput {
+            license_key: request.license_key,
+            fingerprint: request.fingerprint,
+            components: request.components.into_iter().collect(),
+            name: None,
+            hostname: request.hostname,
+            platform: request.platform,
+            public_key: Some(request.device_public_key),
+            variables: None,
+        };
+        self.activate(input, actor.request_id.clone(), Some(actor)).await
+    }
+
+    /// Activation online (`portal` = `None`, authenticated by the key) or through the offline
+    /// portal by a staff member.
+    async fn activate(
+        &self,
+        input: ActivateInput,
+        request_id: Option<String>,
+        portal: Option<&Actor>,
+    ) -> Result<Activation> {
         let fingerprint = newtypes::text("fingerprint", &input.fingerprint, 256)?;
         let components = parse_components(&input.components)?;
         let name = newtypes::optional_text("name", input.name.as_deref(), 200)?;
         let hostname = newtypes::optional_text("hostname", input.hostname.as_deref(), 255)?;
         let platform = newtypes::optional_text("platform", input.platform.as_deref(), 100)?;
         let public_key = newtypes::optional_text("devicePublicKey", input.public_key.as_deref(), 200)?;
+        if let Some(key) = &public_key {
+            protocol::offline::decode_public_key(key)
+                .map_err(|e| Error::InvalidInput(format!("devicePublicKey: {e}")))?;
+        }
         if input
             .variables
             .as_ref()
@@ -414,13 +453,24 @@ impl Domain {
         let (license, policy) = find_by_key(&self.secrets, &tx, &input.license_key, true)
             .await?
             .ok_or(Error::NotFound("license"))?;
-        require_active(&license, now)?;
-        if policy.deployment_mode == DeploymentMode::Offline {
-            return Err(Error::InvalidInput(
-                "this license activates offline only: send an activation request file to the vendor".into(),
-            ));
+        if portal.is_some_and(|staff| staff.vendor_id != license.vendor_id) {
+            return Err(Error::NotFound("license"));
         }
-        let actor = Actor {
+        require_active(&license, now)?;
+        match (portal, policy.deployment_mode) {
+            (None, DeploymentMode::Offline) => {
+                return Err(Error::InvalidInput(
+                    "this license activates offline only: send an activation request file to the vendor".into(),
+                ));
+            }
+            (Some(_), DeploymentMode::Online) => {
+                return Err(Error::InvalidInput(
+                    "this license's policy is ONLINE: the device must activate over the network".into(),
+                ));
+            }
+            _ => {}
+        }
+        let licensee = Actor {
             vendor_id: license.vendor_id.clone(),
             role: Role::ReadOnly,
             kind: ActorKind::Licensee {
@@ -434,7 +484,12 @@ impl Domain {
             .filter(device::Column::Fingerprint.eq(&fingerprint))
             .one(&tx)
             .await?;
-        let (_, deadline) = heartbeat_times(policy.heartbeat_interval_seconds, now);
+        // A device activated by file cannot heartbeat: it lives by its file's refresh horizon.
+        let (_, deadline) = if portal.is_some() {
+            (None, None)
+        } else {
+            heartbeat_times(policy.heartbeat_interval_seconds, now)
+        };
         let before = existing.as_ref().map_or(json!({}), device_json);
         let needs_seat = existing.as_ref().is_none_or(|d| !d.holds_seat);
         if needs_seat {
@@ -508,6 +563,7 @@ impl Domain {
                     }
                 }
                 model.holds_seat = Set(true);
+                model.offline = Set(portal.is_some());
                 model.components = Set(components_json);
                 model.name = Set(name.or(current.name));
                 model.hostname = Set(hostname.or(current.hostname));
@@ -537,7 +593,7 @@ impl Domain {
                     platform: Set(platform),
                     status: Set(DeviceStatus::Active),
                     holds_seat: Set(true),
-                    offline: Set(false),
+                    offline: Set(portal.is_some()),
                     public_key: Set(public_key),
                     variables: Set(input.variables),
                     token_generation: Set(1),
@@ -560,10 +616,14 @@ impl Domain {
         if needs_seat {
             audit::record(
                 &tx,
-                &actor,
+                portal.unwrap_or(&licensee),
                 now,
                 Change {
-                    action: "device.activate",
+                    action: if portal.is_some() {
+                        "device.activate_offline"
+                    } else {
+                        "device.activate"
+                    },
                     target_kind: "device",
                     target_id: Some(&device.id),
                     before,
@@ -582,11 +642,35 @@ impl Domain {
                     license_id: license.id.clone(),
                 },
                 label: format!("device {}", device.id),
-                ..actor
+                ..licensee
             },
             device,
             license_file,
         })
+    }
+
+    /// A freshly signed license file for a device, for staff to hand over (the refresh file of
+    /// an offline device).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for another vendor's device; [`Error::InvalidInput`] for a released one.
+    pub async fn export_license_file(&self, actor: &Actor, device_id: &str) -> Result<String> {
+        actor.require(Capability::Support)?;
+        let device = device::Entity::find_by_id(device_id)
+            .filter(device::Column::VendorId.eq(&actor.vendor_id))
+            .one(&self.db)
+            .await?
+            .ok_or(Error::NotFound("device"))?;
+        if device.status == DeviceStatus::Released {
+            return Err(Error::InvalidInput(
+                "the device was released: it has no license file".into(),
+            ));
+        }
+        let (license, policy) = with_policy(&self.db, license::Entity::find_by_id(&device.license_id), false)
+            .await?
+            .ok_or(Error::NotFound("license"))?;
+        self.sign_license_file(&self.db, &license, &policy, &device, self.clock.now())
+            .await
     }
 
     /// Marks the license's devices that are past their heartbeat deadline dead and releases

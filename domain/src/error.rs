@@ -35,6 +35,9 @@ pub enum Error {
     /// The device missed its heartbeat deadline and lost its activation.
     #[error("{0}")]
     DeviceDead(String),
+    /// A file that does not parse or verify, or names something unknown.
+    #[error("{0}")]
+    InvalidFile(String),
     /// Too many attempts; try again after the given number of seconds.
     #[error("too many attempts; retry in {0} s")]
     RateLimited(u64),

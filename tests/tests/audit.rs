@@ -79,6 +79,23 @@ async fn every_mutation(backend: Backend) {
     let (_, _, full_key) = tests::license_with_policy(&server, &owner, "maxActivations: 1").await;
     let other_device =
         tests::activate(&server, &full_key, "other", json!([])).await["data"]["activateDevice"]["device"]["id"].clone();
+    let (_, _, hybrid_key) =
+        tests::license_with_policy(&server, &owner, "maxActivations: 1, deploymentMode: HYBRID").await;
+    let portal_key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let offline_request = protocol::offline::write_request(
+        &protocol::offline::ActivationRequest {
+            format: protocol::offline::FORMAT,
+            license_key: hybrid_key,
+            fingerprint: "plant".into(),
+            components: Default::default(),
+            device_public_key: protocol::offline::encode_public_key(&portal_key.verifying_key()),
+            hostname: None,
+            platform: None,
+            created_at: chrono::Utc::now(),
+        },
+        &portal_key,
+    )
+    .unwrap();
     let alert_id =
         server.ok(&owner, "{ alerts { nodes { id } } }", json!({})).await["alerts"]["nodes"][0]["id"].clone();
     assert!(alert_id.is_string(), "filling the one seat raised an alert");
@@ -292,6 +309,15 @@ async fn every_mutation(backend: Backend) {
             diff: json!({ "before": { "status": "ACTIVE" }, "after": { "status": "RELEASED" } }),
         },
         Case {
+            field: "generateOfflineLicense",
+            query: "mutation($r: String!) { generateOfflineLicense(request: $r) { licenseFile } }",
+            vars: json!({ "r": offline_request }),
+            who: Who::Owner,
+            action: "device.activate_offline",
+            target_kind: "device",
+            diff: json!({ "before": {}, "after": { "fingerprint": "plant", "status": "ACTIVE", "holds_seat": true } }),
+        },
+        Case {
             field: "acknowledgeAlert",
             query: "mutation($id: ID!) { acknowledgeAlert(id: $id) { id } }",
             vars: json!({ "id": alert_id }),
@@ -370,7 +396,8 @@ async fn every_mutation(backend: Backend) {
     }
 
     // Calls that change no business state leave no event: validation reads, a heartbeat
-    // records soft state (last seen), fetching a file re-signs what the license already says.
+    // records soft state (last seen), fetching or exporting a file re-signs what the license
+    // already says.
     let device_token = server
         .gql(
             None,
@@ -397,7 +424,19 @@ async fn every_mutation(backend: Backend) {
         .await;
     assert_eq!(res["data"]["validateLicense"]["code"], "VALID");
     assert_eq!(audit_total(&server, &owner).await, before);
-    let unaudited = ["heartbeat", "fetchLicenseFile", "validateLicense"];
+    let device_id = server
+        .ok(&owner, "{ devices(first: 1, filter: {status: ACTIVE}) { nodes { id } } }", json!({}))
+        .await["devices"]["nodes"][0]["id"]
+        .clone();
+    server
+        .ok(
+            &owner,
+            "mutation($d: ID!) { exportLicenseFile(deviceId: $d) }",
+            json!({ "d": device_id }),
+        )
+        .await;
+    assert_eq!(audit_total(&server, &owner).await, before);
+    let unaudited = ["heartbeat", "fetchLicenseFile", "validateLicense", "exportLicenseFile"];
 
     // Every mutation of the schema was walked above.
     let schema = server

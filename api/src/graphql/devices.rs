@@ -111,6 +111,11 @@ impl Device {
         Ok(domain::devices::device_status(&self.model, license.version, ctx.domain().clock.now()).into())
     }
 
+    /// Whether it was activated by file (the offline portal) and so never heartbeats.
+    async fn offline(&self) -> bool {
+        self.model.offline
+    }
+
     /// Whether it counts against the license's seats.
     async fn holds_seat(&self) -> bool {
         self.model.holds_seat
@@ -237,6 +242,15 @@ pub struct Activation {
     /// Send as `Authorization: Bearer <deviceToken>` for heartbeats and the other device calls.
     pub device_token: String,
     /// A license file bound to this device.
+    pub license_file: String,
+}
+
+/// What the offline portal returns.
+#[derive(SimpleObject)]
+pub struct OfflineActivation {
+    /// The device the request activated.
+    pub device: Device,
+    /// A license file bound to it, to hand back to the device.
     pub license_file: String,
 }
 
@@ -433,6 +447,22 @@ impl DeviceMutation {
     /// Deactivates the calling device: frees its seat, revokes its token (device token).
     async fn deactivate_device(&self, ctx: &Context<'_>) -> ApiResult<Device> {
         Ok(ctx.domain().deactivate_device(ctx.actor()?).await?.into())
+    }
+
+    /// The offline portal: an activation request file in, a license file bound to that device
+    /// out (OWNER, ADMIN, SUPPORT, INTEGRATION). The policy must be OFFLINE or HYBRID.
+    async fn generate_offline_license(&self, ctx: &Context<'_>, request: String) -> ApiResult<OfflineActivation> {
+        let activation = ctx.domain().generate_offline_license(ctx.actor()?, &request).await?;
+        Ok(OfflineActivation {
+            device: activation.device.into(),
+            license_file: activation.license_file,
+        })
+    }
+
+    /// A freshly signed license file for a device: the refresh file staff hand to an offline
+    /// device (OWNER, ADMIN, SUPPORT, INTEGRATION).
+    async fn export_license_file(&self, ctx: &Context<'_>, device_id: ID) -> ApiResult<String> {
+        Ok(ctx.domain().export_license_file(ctx.actor()?, &device_id).await?)
     }
 
     /// Releases a device: frees its seat, revokes its token (OWNER, ADMIN, SUPPORT, INTEGRATION).

@@ -1,0 +1,205 @@
+//! The offline portal and refresh files: an activation request written with the `protocol`
+//! crate (as the client will) becomes a license file bound to that device; the seat rules hold;
+//! bad files change nothing.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failure should stop the test loudly"
+)]
+
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::DecodePublicKey;
+use protocol::fingerprint::{components, fingerprint};
+use protocol::offline::{ActivationRequest, FORMAT, encode_public_key, write_request};
+use serde_json::json;
+use tests::{Backend, TestServer, activate, error_code, license_with_policy, on_both_databases};
+
+const PORTAL: &str = "mutation($r: String!) { generateOfflineLicense(request: $r) { licenseFile device { id status offline holdsSeat fingerprint } } }";
+
+fn request(key: &str, machine: u8) -> (String, SigningKey) {
+    let device_key = SigningKey::from_bytes(&[machine; 32]);
+    let comps = components([
+        ("mac", format!("mac-{machine}").as_str()),
+        ("disk", "disk-1"),
+        ("hostid", "h"),
+    ])
+    .unwrap();
+    let req = ActivationRequest {
+        format: FORMAT,
+        license_key: key.to_owned(),
+        fingerprint: fingerprint(&comps),
+        components: comps,
+        device_public_key: encode_public_key(&device_key.verifying_key()),
+        hostname: Some(format!("plant-{machine}")),
+        platform: Some("linux-x86_64".into()),
+        created_at: chrono::Utc::now(),
+    };
+    (write_request(&req, &device_key).unwrap(), device_key)
+}
+
+async fn verify(server: &TestServer, file: &str) -> protocol::license_file::LicensePayload {
+    let keys = server
+        .ok(&server.owner_token, "{ signingKeys { kid publicKeyPem } }", json!({}))
+        .await;
+    let keys: Vec<(String, ed25519_dalek::VerifyingKey)> = keys["signingKeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            let pem = k["publicKeyPem"].as_str().unwrap();
+            (
+                k["kid"].as_str().unwrap().to_owned(),
+                ed25519_dalek::VerifyingKey::from_public_key_pem(pem).unwrap(),
+            )
+        })
+        .collect();
+    protocol::license_file::verify(file, |kid| keys.iter().find(|(k, _)| k == kid).map(|(_, v)| *v)).expect("verifies")
+}
+
+async fn seats(server: &TestServer, license: &str) -> i64 {
+    let q = "query($id: ID) { license(id: $id) { activeDevices } }";
+    server.ok(&server.owner_token, q, json!({ "id": license })).await["license"]["activeDevices"]
+        .as_i64()
+        .unwrap()
+}
+
+/// PRODUCT.md scenario 2, server side: request file in, bound license file out, seat cap held.
+async fn offline_portal(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let token = server.owner_token.clone();
+    let (_, license, key) = license_with_policy(
+        &server,
+        &token,
+        "maxActivations: 2, deploymentMode: OFFLINE, minComponentMatches: 2",
+    )
+    .await;
+
+    let (first, _) = request(&key, 1);
+    let res = server.ok(&token, PORTAL, json!({ "r": first })).await["generateOfflineLicense"].clone();
+    assert_eq!(res["device"]["status"], "ACTIVE");
+    assert_eq!(res["device"]["offline"], true);
+    let payload = verify(&server, res["licenseFile"].as_str().unwrap()).await;
+    assert_eq!(payload.device.id, res["device"]["id"].as_str().unwrap());
+    assert_eq!(
+        payload.device.fingerprint,
+        res["device"]["fingerprint"].as_str().unwrap()
+    );
+    assert_eq!(payload.min_component_matches, Some(2));
+    assert_eq!(payload.device.components.get("hostid").map(String::as_str), Some("h"));
+    // The same request again: the same device, no second seat.
+    let again = server.ok(&token, PORTAL, json!({ "r": first })).await;
+    assert_eq!(again["generateOfflineLicense"]["device"]["id"], res["device"]["id"]);
+    assert_eq!(seats(&server, &license).await, 1);
+    server.ok(&token, PORTAL, json!({ "r": request(&key, 2).0 })).await;
+    let third = server
+        .gql(Some(&token), PORTAL, json!({ "r": request(&key, 3).0 }))
+        .await;
+    assert_eq!(error_code(&third), Some("ACTIVATION_LIMIT_REACHED"), "{third}");
+    assert_eq!(seats(&server, &license).await, 2);
+    // An OFFLINE license does not activate over the network.
+    assert_eq!(
+        error_code(&activate(&server, &key, "online", json!([])).await),
+        Some("INVALID_INPUT")
+    );
+
+    // Refresh: the vendor extends the license and exports the device's file.
+    server
+        .ok(
+            &token,
+            "mutation($id: ID!) { updateLicense(input: {id: $id, expiresAt: \"2032-02-02T00:00:00Z\"}) { version } }",
+            json!({ "id": license }),
+        )
+        .await;
+    let refreshed = server
+        .ok(
+            &token,
+            "mutation($d: ID!) { exportLicenseFile(deviceId: $d) }",
+            json!({ "d": res["device"]["id"] }),
+        )
+        .await["exportLicenseFile"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let payload = verify(&server, &refreshed).await;
+    assert_eq!(payload.version, 2);
+    assert_eq!(
+        payload.expires_at.map(|t| t.to_rfc3339()),
+        Some("2032-02-02T00:00:00+00:00".to_owned())
+    );
+}
+on_both_databases!(offline_portal_binds_files_to_requests, offline_portal);
+
+/// Bad requests: tampered, not a request, for an ONLINE policy, for another vendor's key, or
+/// from a caller without the right; each gets its code and changes nothing.
+async fn bad_requests(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let token = server.owner_token.clone();
+    let (_, _, key) = license_with_policy(&server, &token, "maxActivations: 2, deploymentMode: HYBRID").await;
+    let (_, _, online_key) = license_with_policy(&server, &token, "maxActivations: 2").await;
+    let (good, _) = request(&key, 1);
+
+    let body: String = good.lines().filter(|l| !l.starts_with("-----")).collect();
+    let mut raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, body).unwrap();
+    let at = raw.len() / 2;
+    raw[at] ^= 0x04;
+    let tampered = protocol::armour::encode("ACTIVATION REQUEST", &raw);
+    let (other_vendor_id, other_token) = server.create_vendor("Other", "other", "o@other.test");
+    assert!(!other_vendor_id.is_empty());
+    let before = server
+        .ok(
+            &token,
+            "{ auditEvents { totalCount } devices { totalCount } }",
+            json!({}),
+        )
+        .await;
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("tampered", tampered, "INVALID_FILE"),
+        (
+            "not base64",
+            "-----BEGIN ACTIVATION REQUEST-----\n%%%\n-----END ACTIVATION REQUEST-----".into(),
+            "INVALID_FILE",
+        ),
+        (
+            "a license file",
+            "-----BEGIN LICENSE FILE-----\ne30=\n-----END LICENSE FILE-----".into(),
+            "INVALID_FILE",
+        ),
+        ("empty", String::new(), "INVALID_FILE"),
+        ("online policy", request(&online_key, 2).0, "INVALID_INPUT"),
+        (
+            "unknown key",
+            request("AAAAA-AAAAA-AAAAA-AAAAA-AAAAA", 3).0,
+            "NOT_FOUND",
+        ),
+    ];
+    for (why, file, code) in cases {
+        let res = server.gql(Some(&token), PORTAL, json!({ "r": file })).await;
+        assert_eq!(error_code(&res), Some(code), "{why}: {res}");
+    }
+    // Another vendor uploading our customer's request learns nothing and activates nothing.
+    let res = server.gql(Some(&other_token), PORTAL, json!({ "r": good })).await;
+    assert_eq!(error_code(&res), Some("NOT_FOUND"), "{res}");
+    let read_only = tests::api_token(&server, &token, "READ_ONLY").await;
+    assert_eq!(
+        error_code(&server.gql(Some(&read_only), PORTAL, json!({ "r": good })).await),
+        Some("FORBIDDEN")
+    );
+    let after = server
+        .ok(
+            &token,
+            "{ auditEvents { totalCount } devices { totalCount } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        after["devices"]["totalCount"], before["devices"]["totalCount"],
+        "no refused request activated anything"
+    );
+    assert_eq!(
+        after["auditEvents"]["totalCount"].as_i64().unwrap(),
+        before["auditEvents"]["totalCount"].as_i64().unwrap() + 1,
+        "only the READ_ONLY token's creation was audited"
+    );
+}
+on_both_databases!(bad_activation_requests_change_nothing, bad_requests);
