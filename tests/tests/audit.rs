@@ -425,7 +425,11 @@ async fn every_mutation(backend: Backend) {
     assert_eq!(res["data"]["validateLicense"]["code"], "VALID");
     assert_eq!(audit_total(&server, &owner).await, before);
     let device_id = server
-        .ok(&owner, "{ devices(first: 1, filter: {status: ACTIVE}) { nodes { id } } }", json!({}))
+        .ok(
+            &owner,
+            "{ devices(first: 1, filter: {status: ACTIVE}) { nodes { id } } }",
+            json!({}),
+        )
         .await["devices"]["nodes"][0]["id"]
         .clone();
     server
