@@ -199,6 +199,38 @@ async fn save_device(
     Ok(device)
 }
 
+/// The key holder of `license` as an actor: may read that license and its devices.
+fn licensee(license: &license::Model, request_id: Option<String>) -> Actor {
+    Actor {
+        vendor_id: license.vendor_id.clone(),
+        role: Role::ReadOnly,
+        kind: ActorKind::Licensee {
+            license_id: license.id.clone(),
+        },
+        label: format!("license ..{}", license.key_last4),
+        request_id,
+    }
+}
+
+/// Raises the license's one open ACTIVATION_LIMIT_REACHED alert (a no-op while it is open).
+async fn raise_limit_alert(
+    tx: &DatabaseTransaction,
+    license: &license::Model,
+    message: String,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let alert = NewAlert {
+        vendor_id: &license.vendor_id,
+        kind: AlertKind::ActivationLimitReached,
+        message,
+        license_id: Some(&license.id),
+        device_id: None,
+        dedupe_key: Some(activation_limit_key(&license.id)),
+    };
+    alerts::raise(tx, alert, now).await?;
+    Ok(())
+}
+
 /// Frees one seat of a license and lets a later fill alert again.
 async fn release_seat(tx: &DatabaseTransaction, license: &license::Model) -> Result<()> {
     use sea_orm::sea_query::ExprTrait as _;
@@ -470,15 +502,7 @@ impl Domain {
             }
             _ => {}
         }
-        let licensee = Actor {
-            vendor_id: license.vendor_id.clone(),
-            role: Role::ReadOnly,
-            kind: ActorKind::Licensee {
-                license_id: license.id.clone(),
-            },
-            label: format!("license ..{}", license.key_last4),
-            request_id,
-        };
+        let licensee = licensee(&license, request_id);
         let existing = device::Entity::find()
             .filter(device::Column::LicenseId.eq(&license.id))
             .filter(device::Column::Fingerprint.eq(&fingerprint))
@@ -499,23 +523,12 @@ impl Domain {
                     self.reclaim_dead_seat(&tx, &license, &policy, now).await? && claim_seat(&tx, &license).await?;
             }
             if !claimed {
-                alerts::raise(
-                    &tx,
-                    NewAlert {
-                        vendor_id: &license.vendor_id,
-                        kind: AlertKind::ActivationLimitReached,
-                        message: format!(
-                            "License ..{} has all {} seats taken; further activations are refused until a device is released.",
-                            license.key_last4,
-                            license.max_activations.unwrap_or_default()
-                        ),
-                        license_id: Some(&license.id),
-                        device_id: None,
-                        dedupe_key: Some(activation_limit_key(&license.id)),
-                    },
-                    now,
-                )
-                .await?;
+                let message = format!(
+                    "License ..{} has all {} seats taken; further activations are refused until a device is released.",
+                    license.key_last4,
+                    license.max_activations.unwrap_or_default()
+                );
+                raise_limit_alert(&tx, &license, message, now).await?;
                 tx.commit().await?;
                 return Err(Error::ActivationLimitReached(format!(
                     "all {} seats of this license are taken: release a device or ask the vendor for more seats",
@@ -527,22 +540,11 @@ impl Domain {
                 .await?
                 .map_or(0, |l| l.seats_used);
             if license.max_activations.is_some_and(|max| seats >= max) {
-                alerts::raise(
-                    &tx,
-                    NewAlert {
-                        vendor_id: &license.vendor_id,
-                        kind: AlertKind::ActivationLimitReached,
-                        message: format!(
-                            "License ..{} now uses all {seats} of its seats; the next activation will be refused.",
-                            license.key_last4
-                        ),
-                        license_id: Some(&license.id),
-                        device_id: None,
-                        dedupe_key: Some(activation_limit_key(&license.id)),
-                    },
-                    now,
-                )
-                .await?;
+                let message = format!(
+                    "License ..{} now uses all {seats} of its seats; the next activation will be refused.",
+                    license.key_last4
+                );
+                raise_limit_alert(&tx, &license, message, now).await?;
             }
         }
         let components_json = serde_json::to_value(&components).map_err(|e| Error::Internal(e.to_string()))?;
@@ -719,15 +721,7 @@ impl Domain {
                 actor: None,
             });
         };
-        let actor = Actor {
-            vendor_id: license.vendor_id.clone(),
-            role: Role::ReadOnly,
-            kind: ActorKind::Licensee {
-                license_id: license.id.clone(),
-            },
-            label: format!("license ..{}", license.key_last4),
-            request_id,
-        };
+        let actor = licensee(&license, request_id);
         let outcome = |verdict: Verdict, device: Option<device::Model>| ValidationOutcome {
             verdict,
             license: Some(license.clone()),

@@ -399,3 +399,56 @@ pub async fn activate(server: &TestServer, key: &str, fingerprint: &str, compone
         )
         .await
 }
+
+/// Devices holding a seat of `license` (its `activeDevices`).
+pub async fn active_devices(server: &TestServer, license: &str) -> i64 {
+    let query = "query($id: ID) { license(id: $id) { activeDevices } }";
+    server.ok(&server.owner_token, query, json!({ "id": license })).await["license"]["activeDevices"]
+        .as_i64()
+        .unwrap()
+}
+
+/// Verifies a license file with the vendor keys `signingKeys` lists, as any client would.
+pub async fn verify_license_file(server: &TestServer, file: &str) -> protocol::license_file::LicensePayload {
+    use ed25519_dalek::pkcs8::DecodePublicKey;
+    let keys = server
+        .ok(&server.owner_token, "{ signingKeys { kid publicKeyPem } }", json!({}))
+        .await;
+    let keys: Vec<(String, ed25519_dalek::VerifyingKey)> = keys["signingKeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            let pem = k["publicKeyPem"].as_str().unwrap();
+            (
+                k["kid"].as_str().unwrap().to_owned(),
+                ed25519_dalek::VerifyingKey::from_public_key_pem(pem).unwrap(),
+            )
+        })
+        .collect();
+    protocol::license_file::verify(file, |kid| keys.iter().find(|(k, _)| k == kid).map(|(_, v)| *v))
+        .expect("the file verifies")
+}
+
+/// An activation request for `key`, signed by the device key derived from `seed`, as the
+/// client writes it.
+#[must_use]
+pub fn activation_request(
+    key: &str,
+    seed: u8,
+    fingerprint: &str,
+    components: protocol::fingerprint::Components,
+) -> String {
+    let device_key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    let request = protocol::offline::ActivationRequest {
+        format: protocol::offline::FORMAT,
+        license_key: key.to_owned(),
+        fingerprint: fingerprint.to_owned(),
+        components,
+        device_public_key: protocol::offline::encode_public_key(&device_key.verifying_key()),
+        hostname: Some(format!("plant-{seed}")),
+        platform: Some("linux-x86_64".into()),
+        created_at: chrono::Utc::now(),
+    };
+    protocol::offline::write_request(&request, &device_key).unwrap()
+}

@@ -81,21 +81,7 @@ async fn every_mutation(backend: Backend) {
         tests::activate(&server, &full_key, "other", json!([])).await["data"]["activateDevice"]["device"]["id"].clone();
     let (_, _, hybrid_key) =
         tests::license_with_policy(&server, &owner, "maxActivations: 1, deploymentMode: HYBRID").await;
-    let portal_key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-    let offline_request = protocol::offline::write_request(
-        &protocol::offline::ActivationRequest {
-            format: protocol::offline::FORMAT,
-            license_key: hybrid_key,
-            fingerprint: "plant".into(),
-            components: Default::default(),
-            device_public_key: protocol::offline::encode_public_key(&portal_key.verifying_key()),
-            hostname: None,
-            platform: None,
-            created_at: chrono::Utc::now(),
-        },
-        &portal_key,
-    )
-    .unwrap();
+    let offline_request = tests::activation_request(&hybrid_key, 7, "plant", Default::default());
     let alert_id =
         server.ok(&owner, "{ alerts { nodes { id } } }", json!({})).await["alerts"]["nodes"][0]["id"].clone();
     assert!(alert_id.is_string(), "filling the one seat raised an alert");

@@ -10,7 +10,10 @@
 
 use futures::future::join_all;
 use serde_json::{Value, json};
-use tests::{Backend, TestServer, activate, components, error_code, license_with_policy, on_both_databases};
+use tests::{
+    Backend, TestServer, activate, active_devices, components, error_code, license_with_policy, on_both_databases,
+    verify_license_file,
+};
 
 const VALIDATE: &str = "mutation($in: ValidateLicenseInput!) { validateLicense(input: $in) { valid code detail license { id status } device { id status } } }";
 const HEARTBEAT: &str =
@@ -21,18 +24,6 @@ async fn validate(server: &TestServer, input: Value) -> Value {
     let res = server.gql(None, VALIDATE, json!({ "in": input })).await;
     assert!(res.get("errors").is_none(), "validateLicense never errors: {res}");
     res["data"]["validateLicense"].clone()
-}
-
-async fn active_devices(server: &TestServer, license: &str) -> i64 {
-    server
-        .ok(
-            &server.owner_token,
-            "query($id: ID) { license(id: $id) { activeDevices } }",
-            json!({ "id": license }),
-        )
-        .await["license"]["activeDevices"]
-        .as_i64()
-        .unwrap()
 }
 
 async fn limit_alerts(server: &TestServer) -> usize {
@@ -310,7 +301,7 @@ async fn update_flow(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
-    let payload = verify_with_api_keys(&server, &file).await;
+    let payload = verify_license_file(&server, &file).await;
     assert_eq!(
         payload.expires_at.map(|t| t.to_rfc3339()),
         Some("2031-06-30T00:00:00+00:00".to_owned())
@@ -330,26 +321,6 @@ async fn device_state(server: &TestServer, id: &Value) -> Value {
     server.ok(&server.owner_token, query, json!({ "id": id })).await["device"].clone()
 }
 
-async fn verify_with_api_keys(server: &TestServer, file: &str) -> protocol::license_file::LicensePayload {
-    use ed25519_dalek::pkcs8::DecodePublicKey;
-    let keys = server
-        .ok(&server.owner_token, "{ signingKeys { kid publicKeyPem } }", json!({}))
-        .await;
-    let keys: Vec<(String, ed25519_dalek::VerifyingKey)> = keys["signingKeys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| {
-            (
-                k["kid"].as_str().unwrap().to_owned(),
-                ed25519_dalek::VerifyingKey::from_public_key_pem(k["publicKeyPem"].as_str().unwrap()).unwrap(),
-            )
-        })
-        .collect();
-    protocol::license_file::verify(file, |kid| keys.iter().find(|(k, _)| k == kid).map(|(_, v)| *v))
-        .expect("the file verifies")
-}
-
 /// A license file verifies with OpenSSL (an independent Ed25519 implementation) and the PEM
 /// from `signingKeys`, and stops verifying when any payload byte changes.
 async fn openssl_verifies(backend: Backend) {
@@ -361,7 +332,7 @@ async fn openssl_verifies(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
-    let payload = verify_with_api_keys(&server, &file).await;
+    let payload = verify_license_file(&server, &file).await;
     assert_eq!(payload.license_key_hint, key[key.len() - 4..]);
     assert!(
         !file.contains(&key) && !serde_json::to_string(&payload).unwrap().contains(&key[..10]),
@@ -634,7 +605,7 @@ async fn check_out(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
-    let payload = verify_with_api_keys(&server, &file).await;
+    let payload = verify_license_file(&server, &file).await;
     let until = payload.checked_out_until.expect("a check-out file says until when");
     assert_eq!(payload.refresh_by, until);
     assert_eq!(payload.grace_seconds, 0);

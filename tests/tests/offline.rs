@@ -2,66 +2,25 @@
 //! crate (as the client will) becomes a license file bound to that device; the seat rules hold;
 //! bad files change nothing.
 
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests: a failure should stop the test loudly"
-)]
+#![expect(clippy::unwrap_used, reason = "tests: a failure should stop the test loudly")]
 
-use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::DecodePublicKey;
 use protocol::fingerprint::{components, fingerprint};
-use protocol::offline::{ActivationRequest, FORMAT, encode_public_key, write_request};
 use serde_json::json;
-use tests::{Backend, TestServer, activate, error_code, license_with_policy, on_both_databases};
+use tests::{
+    Backend, TestServer, activate, activation_request, active_devices, error_code, license_with_policy,
+    on_both_databases, verify_license_file,
+};
 
 const PORTAL: &str = "mutation($r: String!) { generateOfflineLicense(request: $r) { licenseFile device { id status offline holdsSeat fingerprint } } }";
 
-fn request(key: &str, machine: u8) -> (String, SigningKey) {
-    let device_key = SigningKey::from_bytes(&[machine; 32]);
+fn request(key: &str, machine: u8) -> String {
     let comps = components([
         ("mac", format!("mac-{machine}").as_str()),
         ("disk", "disk-1"),
         ("hostid", "h"),
     ])
     .unwrap();
-    let req = ActivationRequest {
-        format: FORMAT,
-        license_key: key.to_owned(),
-        fingerprint: fingerprint(&comps),
-        components: comps,
-        device_public_key: encode_public_key(&device_key.verifying_key()),
-        hostname: Some(format!("plant-{machine}")),
-        platform: Some("linux-x86_64".into()),
-        created_at: chrono::Utc::now(),
-    };
-    (write_request(&req, &device_key).unwrap(), device_key)
-}
-
-async fn verify(server: &TestServer, file: &str) -> protocol::license_file::LicensePayload {
-    let keys = server
-        .ok(&server.owner_token, "{ signingKeys { kid publicKeyPem } }", json!({}))
-        .await;
-    let keys: Vec<(String, ed25519_dalek::VerifyingKey)> = keys["signingKeys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| {
-            let pem = k["publicKeyPem"].as_str().unwrap();
-            (
-                k["kid"].as_str().unwrap().to_owned(),
-                ed25519_dalek::VerifyingKey::from_public_key_pem(pem).unwrap(),
-            )
-        })
-        .collect();
-    protocol::license_file::verify(file, |kid| keys.iter().find(|(k, _)| k == kid).map(|(_, v)| *v)).expect("verifies")
-}
-
-async fn seats(server: &TestServer, license: &str) -> i64 {
-    let q = "query($id: ID) { license(id: $id) { activeDevices } }";
-    server.ok(&server.owner_token, q, json!({ "id": license })).await["license"]["activeDevices"]
-        .as_i64()
-        .unwrap()
+    activation_request(key, machine, &fingerprint(&comps), comps)
 }
 
 /// PRODUCT.md scenario 2, server side: request file in, bound license file out, seat cap held.
@@ -75,11 +34,11 @@ async fn offline_portal(backend: Backend) {
     )
     .await;
 
-    let (first, _) = request(&key, 1);
+    let first = request(&key, 1);
     let res = server.ok(&token, PORTAL, json!({ "r": first })).await["generateOfflineLicense"].clone();
     assert_eq!(res["device"]["status"], "ACTIVE");
     assert_eq!(res["device"]["offline"], true);
-    let payload = verify(&server, res["licenseFile"].as_str().unwrap()).await;
+    let payload = verify_license_file(&server, res["licenseFile"].as_str().unwrap()).await;
     assert_eq!(payload.device.id, res["device"]["id"].as_str().unwrap());
     assert_eq!(
         payload.device.fingerprint,
@@ -90,13 +49,11 @@ async fn offline_portal(backend: Backend) {
     // The same request again: the same device, no second seat.
     let again = server.ok(&token, PORTAL, json!({ "r": first })).await;
     assert_eq!(again["generateOfflineLicense"]["device"]["id"], res["device"]["id"]);
-    assert_eq!(seats(&server, &license).await, 1);
-    server.ok(&token, PORTAL, json!({ "r": request(&key, 2).0 })).await;
-    let third = server
-        .gql(Some(&token), PORTAL, json!({ "r": request(&key, 3).0 }))
-        .await;
+    assert_eq!(active_devices(&server, &license).await, 1);
+    server.ok(&token, PORTAL, json!({ "r": request(&key, 2) })).await;
+    let third = server.gql(Some(&token), PORTAL, json!({ "r": request(&key, 3) })).await;
     assert_eq!(error_code(&third), Some("ACTIVATION_LIMIT_REACHED"), "{third}");
-    assert_eq!(seats(&server, &license).await, 2);
+    assert_eq!(active_devices(&server, &license).await, 2);
     // An OFFLINE license does not activate over the network.
     assert_eq!(
         error_code(&activate(&server, &key, "online", json!([])).await),
@@ -121,7 +78,7 @@ async fn offline_portal(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
-    let payload = verify(&server, &refreshed).await;
+    let payload = verify_license_file(&server, &refreshed).await;
     assert_eq!(payload.version, 2);
     assert_eq!(
         payload.expires_at.map(|t| t.to_rfc3339()),
@@ -137,7 +94,7 @@ async fn bad_requests(backend: Backend) {
     let token = server.owner_token.clone();
     let (_, _, key) = license_with_policy(&server, &token, "maxActivations: 2, deploymentMode: HYBRID").await;
     let (_, _, online_key) = license_with_policy(&server, &token, "maxActivations: 2").await;
-    let (good, _) = request(&key, 1);
+    let good = request(&key, 1);
 
     let body: String = good.lines().filter(|l| !l.starts_with("-----")).collect();
     let mut raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, body).unwrap();
@@ -166,12 +123,8 @@ async fn bad_requests(backend: Backend) {
             "INVALID_FILE",
         ),
         ("empty", String::new(), "INVALID_FILE"),
-        ("online policy", request(&online_key, 2).0, "INVALID_INPUT"),
-        (
-            "unknown key",
-            request("AAAAA-AAAAA-AAAAA-AAAAA-AAAAA", 3).0,
-            "NOT_FOUND",
-        ),
+        ("online policy", request(&online_key, 2), "INVALID_INPUT"),
+        ("unknown key", request("AAAAA-AAAAA-AAAAA-AAAAA-AAAAA", 3), "NOT_FOUND"),
     ];
     for (why, file, code) in cases {
         let res = server.gql(Some(&token), PORTAL, json!({ "r": file })).await;

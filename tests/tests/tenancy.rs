@@ -71,21 +71,7 @@ async fn isolation(backend: Backend) {
         .unwrap()
         .to_owned();
     // An activation request for A's license, as A's customer would send it to A.
-    let device_key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
-    let a_request = protocol::offline::write_request(
-        &protocol::offline::ActivationRequest {
-            format: protocol::offline::FORMAT,
-            license_key: full_key.clone(),
-            fingerprint: "plant".into(),
-            components: Default::default(),
-            device_public_key: protocol::offline::encode_public_key(&device_key.verifying_key()),
-            hostname: None,
-            platform: None,
-            created_at: chrono::Utc::now(),
-        },
-        &device_key,
-    )
-    .unwrap();
+    let a_request = tests::activation_request(&full_key, 9, "plant", Default::default());
     let (_, b) = server.create_vendor("Vendor B", "vendor-b", "owner@b.test");
     // B has a catalog of its own, so mutations that need one of B's ids can be tried with A's.
     let b_seed = seed(&server, &b).await;
