@@ -915,6 +915,24 @@ impl Domain {
         Ok((device, license, policy))
     }
 
+    /// Opens a write transaction on the calling device with the dead rule applied. A device
+    /// that lost its seat gets [`Error::DeviceDead`] (after the marking is committed).
+    async fn live_caller_device(
+        &self,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<(DatabaseTransaction, device::Model, license::Model, policy::Model)> {
+        let tx = begin_write(&self.writer).await?;
+        let (device, license, policy) = self.caller_device(&tx, actor).await?;
+        match apply_dead_rule(&tx, &license, &policy, device, now).await? {
+            Some(device) => Ok((tx, device, license, policy)),
+            None => {
+                tx.commit().await?;
+                Err(Error::DeviceDead(SEAT_LOST.into()))
+            }
+        }
+    }
+
     /// Records a heartbeat. A device past its deadline is dead: with `KEEP_SEAT` the
     /// heartbeat revives it, with `RELEASE_SEAT` it has lost its seat and must activate again.
     ///
@@ -954,12 +972,7 @@ impl Domain {
             });
         }
         // Everything else (dead, checked out, released) under the license lock.
-        let tx = begin_write(&self.writer).await?;
-        let (device, license, policy) = self.caller_device(&tx, actor).await?;
-        let Some(device) = apply_dead_rule(&tx, &license, &policy, device, now).await? else {
-            tx.commit().await?;
-            return Err(Error::DeviceDead(SEAT_LOST.into()));
-        };
+        let (tx, device, license, policy) = self.live_caller_device(actor, now).await?;
         let checked_out = device
             .checked_out_until
             .filter(|until| device.status == DeviceStatus::CheckedOut && *until > now);
@@ -992,12 +1005,7 @@ impl Domain {
     /// [`Error::DeviceDead`] for a device that lost its seat.
     pub async fn fetch_license_file(&self, actor: &Actor) -> Result<String> {
         let now = self.clock.now();
-        let tx = begin_write(&self.writer).await?;
-        let (device, license, policy) = self.caller_device(&tx, actor).await?;
-        let Some(device) = apply_dead_rule(&tx, &license, &policy, device, now).await? else {
-            tx.commit().await?;
-            return Err(Error::DeviceDead(SEAT_LOST.into()));
-        };
+        let (tx, device, license, policy) = self.live_caller_device(actor, now).await?;
         let mut model: device::ActiveModel = device.into();
         model.license_version = Set(license.version);
         model.updated_at = Set(now);
@@ -1053,12 +1061,7 @@ impl Domain {
     /// [`Error::InvalidInput`] when the device is not checked out.
     pub async fn check_in_device(&self, actor: &Actor) -> Result<device::Model> {
         let now = self.clock.now();
-        let tx = begin_write(&self.writer).await?;
-        let (device, license, policy) = self.caller_device(&tx, actor).await?;
-        let Some(device) = apply_dead_rule(&tx, &license, &policy, device, now).await? else {
-            tx.commit().await?;
-            return Err(Error::DeviceDead(SEAT_LOST.into()));
-        };
+        let (tx, device, _license, policy) = self.live_caller_device(actor, now).await?;
         if device.status != DeviceStatus::CheckedOut {
             return Err(Error::InvalidInput("the device is not checked out".into()));
         }
