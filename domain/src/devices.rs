@@ -16,7 +16,7 @@ use chrono::{DateTime, Duration, Utc};
 use entity::enums::{AlertKind, DeadDeviceAction, DeploymentMode, DeviceStatus, LicenseStatus};
 use entity::{device, license, policy, product, vendor};
 use protocol::fingerprint::{self, Components};
-use protocol::license_file::{self, DeviceBinding, LicensePayload, MeterGrant};
+use protocol::license_file::{self, DeviceBinding, LicensePayload, MeterGrant, UsageAck};
 use protocol::validation::{ValidationCode, Verdict, check_fingerprint};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -231,6 +231,33 @@ async fn raise_limit_alert(
     Ok(())
 }
 
+/// Releases a device that is not released yet, inside a transaction holding its license row:
+/// frees its seat, ends any check-out and bumps its token generation (the caller tells the
+/// token cache after committing). Records the audit event `action`.
+pub(crate) async fn release_in(
+    tx: &DatabaseTransaction,
+    actor: &Actor,
+    license: &license::Model,
+    device: device::Model,
+    action: &str,
+    now: DateTime<Utc>,
+) -> Result<device::Model> {
+    if device.holds_seat {
+        release_seat(tx, license).await?;
+    }
+    let before = device_json(&device);
+    let generation = device.token_generation + 1;
+    let mut model: device::ActiveModel = device.into();
+    model.status = Set(DeviceStatus::Released);
+    model.holds_seat = Set(false);
+    model.released_at = Set(Some(now));
+    model.checked_out_until = Set(None);
+    model.heartbeat_deadline_at = Set(None);
+    model.token_generation = Set(generation);
+    model.updated_at = Set(now);
+    save_device(tx, actor, now, action, before, model).await
+}
+
 /// Frees one seat of a license and lets a later fill alert again.
 async fn release_seat(tx: &DatabaseTransaction, license: &license::Model) -> Result<()> {
     use sea_orm::sea_query::ExprTrait as _;
@@ -413,7 +440,10 @@ impl Domain {
             min_component_matches: policy.min_component_matches.and_then(|n| u32::try_from(n).ok()),
             heartbeat_interval_seconds: policy.heartbeat_interval_seconds,
             checked_out_until,
-            usage_ack: None,
+            usage_ack: device
+                .ledger_seq
+                .zip(device.ledger_hash.clone())
+                .and_then(|(seq, hash)| Some(UsageAck { seq: u64::try_from(seq).ok()?, hash })),
         };
         license_file::sign(&payload, &kid, &key).map_err(|e| Error::Internal(e.to_string()))
     }
@@ -1111,20 +1141,7 @@ impl Domain {
         if device.status == DeviceStatus::Released {
             return Ok(device);
         }
-        if device.holds_seat {
-            release_seat(&tx, &license).await?;
-        }
-        let before = device_json(&device);
-        let generation = device.token_generation + 1;
-        let mut model: device::ActiveModel = device.into();
-        model.status = Set(DeviceStatus::Released);
-        model.holds_seat = Set(false);
-        model.released_at = Set(Some(now));
-        model.checked_out_until = Set(None);
-        model.heartbeat_deadline_at = Set(None);
-        model.token_generation = Set(generation);
-        model.updated_at = Set(now);
-        let device = save_device(&tx, actor, now, action, before, model).await?;
+        let device = release_in(&tx, actor, &license, device, action, now).await?;
         tx.commit().await?;
         self.device_tokens.remember(&device);
         Ok(device)

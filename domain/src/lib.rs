@@ -9,6 +9,7 @@
 pub mod access;
 pub mod actor;
 pub mod alerts;
+pub mod anomalies;
 pub mod audit;
 pub mod catalog;
 pub mod clock;
@@ -22,6 +23,7 @@ pub mod licenses;
 pub mod newtypes;
 pub mod page;
 pub mod secrets;
+pub mod usage;
 pub mod vendors;
 
 pub use actor::{Actor, ActorKind, Capability};

@@ -83,6 +83,9 @@ pub struct DeactivationFile {
     pub device_id: String,
     /// Its fingerprint.
     pub fingerprint: String,
+    /// `server_time` of the license file the device held: ties the file to that activation,
+    /// so it cannot release a later activation of the same device.
+    pub license_file_time: DateTime<Utc>,
     /// The device's clock when it deactivated.
     pub deactivated_at: DateTime<Utc>,
     /// Ledger records not yet acknowledged, oldest first.
@@ -169,6 +172,19 @@ pub fn write<T: DeviceFile>(file: &T, key: &SigningKey) -> Result<String, FileEr
     envelope::seal(T::LABEL, file, None, key)
 }
 
+/// Parses a deactivation file or usage report WITHOUT verifying it, to learn which device's
+/// key must verify it; trust nothing in it before [`read`].
+///
+/// # Errors
+/// [`FileError`] for anything that does not parse.
+pub fn peek<T: DeviceFile>(text: &str) -> Result<T, FileError> {
+    let file: T = envelope::open(T::LABEL, text)?.payload()?;
+    if file.format() != FORMAT {
+        return Err(FileError::Format(file.format()));
+    }
+    Ok(file)
+}
+
 /// Reads a deactivation file or usage report and checks it with the public key of the device
 /// it names (`key_for(device_id)`).
 ///
@@ -234,6 +250,7 @@ mod tests {
             license_id: "lic".into(),
             device_id: "dev".into(),
             fingerprint: "fp".into(),
+            license_file_time: Utc::now(),
             deactivated_at: Utc::now(),
             records: vec![record],
         };

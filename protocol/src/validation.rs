@@ -182,6 +182,16 @@ pub fn evaluate(
             ),
         );
     }
+    if payload.checked_out_until.is_none() && payload.refresh_by <= now {
+        return Verdict::new(
+            ValidationCode::Valid,
+            format!(
+                "the license file was due for a refresh at {}: it keeps working in its grace period until {}; connect to the server",
+                payload.refresh_by.to_rfc3339(),
+                works_until.to_rfc3339()
+            ),
+        );
+    }
     Verdict::new(
         ValidationCode::Valid,
         format!("valid offline until {}", works_until.to_rfc3339()),

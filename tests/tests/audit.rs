@@ -82,6 +82,20 @@ async fn every_mutation(backend: Backend) {
     let (_, _, hybrid_key) =
         tests::license_with_policy(&server, &owner, "maxActivations: 1, deploymentMode: HYBRID").await;
     let offline_request = tests::activation_request(&hybrid_key, 7, "plant", Default::default());
+    // A second offline device, and the deactivation file it writes.
+    let (_, _, lab_key) = tests::license_with_policy(&server, &owner, "deploymentMode: OFFLINE").await;
+    let lab = server
+        .ok(
+            &owner,
+            "mutation($r: String!) { generateOfflineLicense(request: $r) { licenseFile } }",
+            json!({ "r": tests::activation_request(&lab_key, 8, "lab", Default::default()) }),
+        )
+        .await;
+    let deactivation = tests::deactivation_file(
+        8,
+        lab["generateOfflineLicense"]["licenseFile"].as_str().unwrap(),
+        &[("calls", 2)],
+    );
     let alert_id =
         server.ok(&owner, "{ alerts { nodes { id } } }", json!({})).await["alerts"]["nodes"][0]["id"].clone();
     assert!(alert_id.is_string(), "filling the one seat raised an alert");
@@ -302,6 +316,15 @@ async fn every_mutation(backend: Backend) {
             action: "device.activate_offline",
             target_kind: "device",
             diff: json!({ "before": {}, "after": { "fingerprint": "plant", "status": "ACTIVE", "holds_seat": true } }),
+        },
+        Case {
+            field: "importDeactivation",
+            query: "mutation($f: String!) { importDeactivation(file: $f) { acceptedRecords } }",
+            vars: json!({ "f": deactivation }),
+            who: Who::Owner,
+            action: "device.import_deactivation",
+            target_kind: "device",
+            diff: json!({ "before": { "status": "ACTIVE", "holds_seat": true }, "after": { "status": "RELEASED", "holds_seat": false } }),
         },
         Case {
             field: "acknowledgeAlert",

@@ -18,6 +18,8 @@ enum Expect {
     OwnDataOnly,
     /// An error with code FORBIDDEN (device-only calls made with a staff token).
     Forbidden,
+    /// An error with code INVALID_FILE (a file naming another vendor's device).
+    InvalidFile,
 }
 
 /// Everything of vendor A that B must neither see nor change.
@@ -72,6 +74,20 @@ async fn isolation(backend: Backend) {
         .to_owned();
     // An activation request for A's license, as A's customer would send it to A.
     let a_request = tests::activation_request(&full_key, 9, "plant", Default::default());
+    // An offline device of A's and the deactivation file it would write.
+    let (_, _, hybrid_key) = tests::license_with_policy(&server, &a, "deploymentMode: HYBRID").await;
+    let a_offline = server
+        .ok(
+            &a,
+            "mutation($r: String!) { generateOfflineLicense(request: $r) { licenseFile } }",
+            json!({ "r": tests::activation_request(&hybrid_key, 10, "lab", Default::default()) }),
+        )
+        .await;
+    let a_deactivation = tests::deactivation_file(
+        10,
+        a_offline["generateOfflineLicense"]["licenseFile"].as_str().unwrap(),
+        &[("calls", 3)],
+    );
     let (_, b) = server.create_vendor("Vendor B", "vendor-b", "owner@b.test");
     // B has a catalog of its own, so mutations that need one of B's ids can be tried with A's.
     let b_seed = seed(&server, &b).await;
@@ -307,6 +323,12 @@ async fn isolation(backend: Backend) {
             Expect::NotFound,
         ),
         (
+            "importDeactivation",
+            "mutation($f: String!) { importDeactivation(file: $f) { acceptedRecords } }",
+            json!({ "f": a_deactivation }),
+            Expect::InvalidFile,
+        ),
+        (
             "releaseDevice",
             "mutation($id: ID!) { releaseDevice(id: $id) { id } }",
             json!({ "id": a_device }),
@@ -362,6 +384,7 @@ async fn isolation(backend: Backend) {
         match expect {
             Expect::NotFound => assert_eq!(error_code(&res), Some("NOT_FOUND"), "{name}: {res}"),
             Expect::Forbidden => assert_eq!(error_code(&res), Some("FORBIDDEN"), "{name}: {res}"),
+            Expect::InvalidFile => assert_eq!(error_code(&res), Some("INVALID_FILE"), "{name}: {res}"),
             Expect::OwnDataOnly => assert!(
                 matches!(error_code(&res), None | Some("INVALID_INPUT")),
                 "{name} should answer with B's data only: {res}"

@@ -12,6 +12,7 @@ use crate::graphql::devices::Device;
 use crate::graphql::enums::LicenseStatus;
 use crate::graphql::error::{ApiError, ApiResult, ErrorCode};
 use crate::graphql::page_cost;
+use crate::graphql::usage::MeterUsage;
 
 /// A license.
 #[derive(Clone)]
@@ -116,6 +117,18 @@ impl License {
         };
         let page = ctx.domain().devices(&scope.actor, &filter, &request).await?;
         Ok(from_page(page, |d| &d.id, |d| Device::scoped(d, self.scope.clone())))
+    }
+
+    /// Use of each of its policy's meters in the current period.
+    async fn usage(&self, ctx: &Context<'_>) -> ApiResult<Vec<MeterUsage>> {
+        let policy = scope_of(ctx, &self.scope)?
+            .loaders()
+            .policies
+            .load_one(self.model.policy_id.clone())
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "policy not found"))?;
+        let usage = ctx.domain().license_usage(&self.model, &policy).await?;
+        Ok(usage.into_iter().map(Into::into).collect())
     }
 
     /// When it was issued.

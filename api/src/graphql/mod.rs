@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod alerts;
+pub mod anomalies;
 pub mod audit;
 pub mod catalog;
 pub mod connection;
@@ -14,6 +15,7 @@ pub mod enums;
 pub mod error;
 pub mod licenses;
 pub mod loaders;
+pub mod usage;
 pub mod vendor;
 
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet};
@@ -57,6 +59,7 @@ pub struct Mutation(
     customers::CustomerMutation,
     licenses::LicenseMutation,
     devices::DeviceMutation,
+    usage::UsageMutation,
     alerts::AlertMutation,
 );
 
