@@ -294,7 +294,10 @@ fn c1(iterations: u32) -> anyhow::Result<(f64, f64)> {
     let kid = protocol::signing::key_id(&public);
     let file = protocol::license_file::sign(&payload, &kid, &key)?;
     // A vendor ships its current and previous key; the check picks the one the file names.
-    let keys = [protocol::signing::signing_key_from_seed(&[8; 32]).verifying_key(), public];
+    let keys = [
+        protocol::signing::signing_key_from_seed(&[8; 32]).verifying_key(),
+        public,
+    ];
     let bytes = serde_json::to_vec(&payload)?;
     let sig = key.sign(&bytes);
     let needed = vec!["pro".to_owned()];

@@ -134,7 +134,10 @@ mod tests {
     #[test]
     fn this_machine_has_stable_components() {
         let first = components();
-        assert!(first.contains_key("cpu") || first.contains_key("machine-id"), "{first:?}");
+        assert!(
+            first.contains_key("cpu") || first.contains_key("machine-id"),
+            "{first:?}"
+        );
         assert_eq!(first, components(), "detection is deterministic");
         assert!(first.values().all(|v| !v.is_empty() && v.len() <= MAX_COMPONENT_LEN));
     }

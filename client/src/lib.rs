@@ -607,7 +607,9 @@ impl Client {
             .ok_or_else(|| ClientError::Refused("no license is installed".into()))?;
         let records = self.unacknowledged(&payload)?;
         if records.is_empty() {
-            return Err(ClientError::Refused("no usage to report: every record was acknowledged".into()));
+            return Err(ClientError::Refused(
+                "no usage to report: every record was acknowledged".into(),
+            ));
         }
         let report = UsageReport {
             format: offline::FORMAT,

@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use client::{Client, ClientError, Options, Status};
 
 #[derive(Parser)]
-#[command(name = "licensing-client", version, about = "Activate, validate and deactivate this machine's license")]
+#[command(
+    name = "licensing-client",
+    version,
+    about = "Activate, validate and deactivate this machine's license"
+)]
 struct Cli {
     /// Where the license file, device key and usage ledger are kept (created with owner-only
     /// permissions).
@@ -193,7 +197,10 @@ fn run(cli: Cli) -> Result<ExitCode, ClientError> {
         }
         Command::Use { meter, amount } => {
             let record = client.record_use(&meter, amount)?;
-            println!("recorded {} {} (ledger record {})", record.quantity, record.meter, record.seq);
+            println!(
+                "recorded {} {} (ledger record {})",
+                record.quantity, record.meter, record.seq
+            );
         }
         Command::UsageReport { out } => {
             write(&out, &client.usage_report()?)?;

@@ -40,7 +40,10 @@ impl Server {
     /// [`ClientError::Network`] when the server cannot be reached or answers something that
     /// is not GraphQL; [`ClientError::Server`] for a GraphQL error.
     pub fn call(&self, token: Option<&str>, query: &str, variables: Value) -> Result<Value, ClientError> {
-        let mut request = self.http.post(&self.url).json(&json!({ "query": query, "variables": variables }));
+        let mut request = self
+            .http
+            .post(&self.url)
+            .json(&json!({ "query": query, "variables": variables }));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

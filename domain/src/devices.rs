@@ -443,7 +443,12 @@ impl Domain {
             usage_ack: device
                 .ledger_seq
                 .zip(device.ledger_hash.clone())
-                .and_then(|(seq, hash)| Some(UsageAck { seq: u64::try_from(seq).ok()?, hash })),
+                .and_then(|(seq, hash)| {
+                    Some(UsageAck {
+                        seq: u64::try_from(seq).ok()?,
+                        hash,
+                    })
+                }),
         };
         license_file::sign(&payload, &kid, &key).map_err(|e| Error::Internal(e.to_string()))
     }

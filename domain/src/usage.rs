@@ -146,11 +146,7 @@ async fn count_records(
 }
 
 /// The anomaly a broken ledger chain is, with evidence staff can act on.
-fn ledger_anomaly<'a>(
-    device: &'a device::Model,
-    problem: &LedgerProblem,
-    records: &[LedgerRecord],
-) -> NewAnomaly<'a> {
+fn ledger_anomaly<'a>(device: &'a device::Model, problem: &LedgerProblem, records: &[LedgerRecord]) -> NewAnomaly<'a> {
     let kind = match problem {
         LedgerProblem::Rollback { .. } => AnomalyKind::LedgerRollback,
         LedgerProblem::Gap { .. } => AnomalyKind::LedgerGap,
@@ -210,9 +206,8 @@ impl Domain {
         let claimed: DeactivationFile = offline::peek(text).map_err(invalid)?;
         let now = self.clock.now();
         let tx = begin_write(&self.writer).await?;
-        let find = || {
-            device::Entity::find_by_id(&claimed.device_id).filter(device::Column::VendorId.eq(&actor.vendor_id))
-        };
+        let find =
+            || device::Entity::find_by_id(&claimed.device_id).filter(device::Column::VendorId.eq(&actor.vendor_id));
         let unknown = || Error::InvalidFile("the file names a device this vendor does not have".into());
         let device = find().one(&tx).await?.ok_or_else(unknown)?;
         let key = device
@@ -241,19 +236,18 @@ impl Domain {
         let digest = hex::encode(Sha256::digest(
             serde_json::to_vec(&file).map_err(|e| Error::Internal(e.to_string()))?,
         ));
-        let row_id = match idempotency::claim(&tx, &actor.vendor_id, "import_deactivation", &digest, &digest, now)
-            .await?
-        {
-            Claim::Replay { .. } => {
-                return Ok(DeactivationReceipt {
-                    device,
-                    accepted_records: 0,
-                    duplicate_records: file.records.len(),
-                    anomalies: Vec::new(),
-                });
-            }
-            Claim::New { row_id } => row_id,
-        };
+        let row_id =
+            match idempotency::claim(&tx, &actor.vendor_id, "import_deactivation", &digest, &digest, now).await? {
+                Claim::Replay { .. } => {
+                    return Ok(DeactivationReceipt {
+                        device,
+                        accepted_records: 0,
+                        duplicate_records: file.records.len(),
+                        anomalies: Vec::new(),
+                    });
+                }
+                Claim::New { row_id } => row_id,
+            };
         // Hold the license row, then read the device again: a concurrent release or import has
         // either finished or waits.
         let (license, policy) = with_policy(&tx, license::Entity::find_by_id(&device.license_id), true)
@@ -263,7 +257,12 @@ impl Domain {
         let acknowledged = device
             .ledger_seq
             .zip(device.ledger_hash.clone())
-            .and_then(|(seq, hash)| Some(UsageAck { seq: u64::try_from(seq).ok()?, hash }));
+            .and_then(|(seq, hash)| {
+                Some(UsageAck {
+                    seq: u64::try_from(seq).ok()?,
+                    hash,
+                })
+            });
         let mut receipt = DeactivationReceipt {
             device: device.clone(),
             accepted_records: 0,
@@ -272,8 +271,16 @@ impl Domain {
         };
         match ledger::verify_chain(&device.id, &key, acknowledged.as_ref(), &file.records) {
             Ok(check) => {
-                receipt.accepted_records =
-                    count_records(&tx, &license, &policy, &device.id, &check.new_records, "deactivation", now).await?;
+                receipt.accepted_records = count_records(
+                    &tx,
+                    &license,
+                    &policy,
+                    &device.id,
+                    &check.new_records,
+                    "deactivation",
+                    now,
+                )
+                .await?;
                 receipt.duplicate_records = file.records.len() - receipt.accepted_records;
                 if let Some(last) = check.new_records.last() {
                     device::Entity::update_many()
@@ -285,7 +292,9 @@ impl Domain {
                 }
             }
             Err(problem @ (LedgerProblem::Tampered { .. } | LedgerProblem::BadSignature { .. })) => {
-                return Err(Error::InvalidFile(format!("the usage ledger in the file is invalid: {problem}")));
+                return Err(Error::InvalidFile(format!(
+                    "the usage ledger in the file is invalid: {problem}"
+                )));
             }
             Err(problem) => {
                 let flagged = anomalies::flag(&tx, ledger_anomaly(&device, &problem, &file.records), now).await?;
@@ -350,7 +359,10 @@ mod tests {
 
     #[test]
     fn periods_start_where_the_calendar_says() {
-        let at = Utc.with_ymd_and_hms(2026, 11, 19, 15, 4, 5).single().unwrap_or_default();
+        let at = Utc
+            .with_ymd_and_hms(2026, 11, 19, 15, 4, 5)
+            .single()
+            .unwrap_or_default();
         let day = |y, m, d| Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).single().unwrap_or_default();
         assert_eq!(period_start(ResetPeriod::Never, at), DateTime::UNIX_EPOCH);
         assert_eq!(period_start(ResetPeriod::Daily, at), day(2026, 11, 19));

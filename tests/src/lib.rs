@@ -467,15 +467,22 @@ pub fn activation_request(
 #[must_use]
 pub fn deactivation_file(seed: u8, license_file: &str, usage: &[(&str, i64)]) -> String {
     let device_key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
-    let payload: protocol::license_file::LicensePayload = protocol::envelope::open(protocol::license_file::LABEL, license_file)
-        .unwrap()
-        .payload()
-        .unwrap();
+    let payload: protocol::license_file::LicensePayload =
+        protocol::envelope::open(protocol::license_file::LABEL, license_file)
+            .unwrap()
+            .payload()
+            .unwrap();
     let device_id = payload.device.id;
     let mut records: Vec<protocol::ledger::LedgerRecord> = Vec::new();
     for (meter, quantity) in usage {
-        let record =
-            protocol::ledger::append(&device_id, &device_key, records.last(), meter, *quantity, chrono::Utc::now());
+        let record = protocol::ledger::append(
+            &device_id,
+            &device_key,
+            records.last(),
+            meter,
+            *quantity,
+            chrono::Utc::now(),
+        );
         records.push(record);
     }
     let file = protocol::offline::DeactivationFile {

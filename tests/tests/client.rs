@@ -8,9 +8,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 
 use serde_json::{Value, json};
-use tests::{
-    Backend, ClientMachine, TestServer, active_devices, error_code, license_with_policy, on_both_databases,
-};
+use tests::{Backend, ClientMachine, TestServer, active_devices, error_code, license_with_policy, on_both_databases};
 
 const PORTAL: &str = "mutation($r: String!) { generateOfflineLicense(request: $r) { licenseFile device { id } } }";
 const IMPORT: &str = "mutation($f: String!) { importDeactivation(file: $f) { acceptedRecords duplicateRecords anomalies { kind } device { id status holdsSeat } } }";
@@ -28,7 +26,10 @@ async fn offline_activation(server: &TestServer, token: &str, machine: &ClientMa
     let file = machine.file("license.txt");
     std::fs::write(&file, res["generateOfflineLicense"]["licenseFile"].as_str().unwrap()).unwrap();
     (
-        res["generateOfflineLicense"]["device"]["id"].as_str().unwrap().to_owned(),
+        res["generateOfflineLicense"]["device"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
         file.to_str().unwrap().to_owned(),
     )
 }
@@ -38,7 +39,12 @@ fn state_snapshot(machine: &ClientMachine) -> Vec<(String, Vec<u8>)> {
         .unwrap()
         .flatten()
         .filter(|e| e.file_name() != "clock.json")
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
         .collect();
     files.sort();
     files
@@ -91,10 +97,20 @@ async fn scenario_2_air_gapped(backend: Backend) {
     let (_, _, b_key) = license_with_policy(&server, &b_token, "deploymentMode: OFFLINE").await;
     let b_machine = ClientMachine::new(&server, &b_token, MACHINE_A).await;
     let (_, b_file) = offline_activation(&server, &b_token, &b_machine, &b_key).await;
-    refused(&machine, "other-vendor.lic", &std::fs::read_to_string(b_file).unwrap(), "unknown key");
+    refused(
+        &machine,
+        "other-vendor.lic",
+        &std::fs::read_to_string(b_file).unwrap(),
+        "unknown key",
+    );
     let machine_b = ClientMachine::new(&server, &token, "machine-id=m-b,mac=bb:bb,cpu=Epyc,disk=disk-b").await;
     let (_, file_b) = offline_activation(&server, &token, &machine_b, &key).await;
-    refused(&machine, "other-device.lic", &std::fs::read_to_string(file_b).unwrap(), "another machine");
+    refused(
+        &machine,
+        "other-device.lic",
+        &std::fs::read_to_string(file_b).unwrap(),
+        "another machine",
+    );
     assert_eq!(machine.status()["code"], "NOT_ACTIVATED");
 
     machine.ok(&["install", &file]);
@@ -156,7 +172,11 @@ async fn scenario_3_offline_refresh(backend: Backend) {
         )
         .await;
     let refresh = server
-        .ok(&token, "mutation($d: ID!) { exportLicenseFile(deviceId: $d) }", json!({ "d": device_id }))
+        .ok(
+            &token,
+            "mutation($d: ID!) { exportLicenseFile(deviceId: $d) }",
+            json!({ "d": device_id }),
+        )
         .await["exportLicenseFile"]
         .as_str()
         .unwrap()
@@ -168,13 +188,25 @@ async fn scenario_3_offline_refresh(backend: Backend) {
     assert_eq!(after["valid"], true, "{after}");
     assert_eq!(after["version"], 2);
     assert_eq!(
-        after["expires_at"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap(),
+        after["expires_at"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap(),
         new_expiry.parse::<chrono::DateTime<chrono::Utc>>().unwrap()
     );
-    refused(&machine, "old-again.lic", &std::fs::read_to_string(&old_file).unwrap(), "older than the installed one");
+    refused(
+        &machine,
+        "old-again.lic",
+        &std::fs::read_to_string(&old_file).unwrap(),
+        "older than the installed one",
+    );
     assert_eq!(machine.status()["version"], 2);
 }
-on_both_databases!(scenario_3_refresh_file_moves_expiry_and_never_back, scenario_3_offline_refresh);
+on_both_databases!(
+    scenario_3_refresh_file_moves_expiry_and_never_back,
+    scenario_3_offline_refresh
+);
 
 /// Scenario 4: a deactivation file with cached usage frees the seat (another machine takes
 /// it) and adds the usage once; importing it again adds nothing; bad files change nothing.
@@ -204,7 +236,10 @@ async fn scenario_4_offline_deactivation(backend: Backend) {
     machine.ok(&["deactivate", "--out", out.to_str().unwrap()]);
     let status = machine.status();
     assert_eq!(status["code"], "NOT_ACTIVATED");
-    assert!(status["detail"].as_str().unwrap().contains("gave its seat back"), "{status}");
+    assert!(
+        status["detail"].as_str().unwrap().contains("gave its seat back"),
+        "{status}"
+    );
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(text.starts_with("-----BEGIN DEACTIVATION FILE-----"));
 
@@ -219,7 +254,9 @@ async fn scenario_4_offline_deactivation(backend: Backend) {
             .clone()
     };
     let audit_total = || async {
-        server.ok(&token, "{ auditEvents(first: 1) { totalCount } }", json!({})).await["auditEvents"]["totalCount"]
+        server
+            .ok(&token, "{ auditEvents(first: 1) { totalCount } }", json!({}))
+            .await["auditEvents"]["totalCount"]
             .as_i64()
             .unwrap()
     };
@@ -230,7 +267,14 @@ async fn scenario_4_offline_deactivation(backend: Backend) {
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     let flipped = if lines[2].starts_with('A') { "B" } else { "A" };
     lines[2].replace_range(0..1, flipped);
-    for bad in [lines.join("\n"), text[..text.len() / 2].to_owned(), "-----BEGIN DEACTIVATION FILE-----\n%%%\n-----END DEACTIVATION FILE-----".to_owned(), std::fs::read_to_string(&file).unwrap()] {
+    for bad in [
+        lines.join("\n"),
+        text[..text.len() / 2].to_owned(),
+        "-----BEGIN DEACTIVATION FILE-----\n%%%\n-----END DEACTIVATION FILE-----".to_owned(),
+        std::fs::read_to_string(&file).unwrap(),
+        // Names this device but signed by another device's key.
+        tests::deactivation_file(99, &std::fs::read_to_string(&file).unwrap(), &[("scans", 1)]),
+    ] {
         let res = server.gql(Some(&token), IMPORT, json!({ "f": bad })).await;
         assert_eq!(error_code(&res), Some("INVALID_FILE"), "{res}");
     }
@@ -242,10 +286,16 @@ async fn scenario_4_offline_deactivation(backend: Backend) {
     assert_eq!(receipt["acceptedRecords"], 2, "{receipt}");
     assert_eq!(receipt["duplicateRecords"], 0);
     assert_eq!(receipt["anomalies"], json!([]));
-    assert_eq!(receipt["device"], json!({ "id": device_id, "status": "RELEASED", "holdsSeat": false }));
+    assert_eq!(
+        receipt["device"],
+        json!({ "id": device_id, "status": "RELEASED", "holdsSeat": false })
+    );
     let after = usage().await;
     assert_eq!(after["activeDevices"], 0);
-    assert_eq!(after["usage"], json!([{ "meter": "scans", "used": 12, "limit": 100, "remaining": 88 }]));
+    assert_eq!(
+        after["usage"],
+        json!([{ "meter": "scans", "used": 12, "limit": 100, "remaining": 88 }])
+    );
 
     // The seat is free: another machine takes it.
     let other = ClientMachine::new(&server, &token, "machine-id=m-b,mac=bb:bb,cpu=Epyc,disk=disk-b").await;
@@ -259,10 +309,17 @@ async fn scenario_4_offline_deactivation(backend: Backend) {
     assert_eq!(again["acceptedRecords"], 0, "{again}");
     assert_eq!(again["duplicateRecords"], 2);
     assert_eq!(usage().await["usage"][0]["used"], 12);
-    assert_eq!(active_devices(&server, &license).await, 1, "the new machine keeps its seat");
+    assert_eq!(
+        active_devices(&server, &license).await,
+        1,
+        "the new machine keeps its seat"
+    );
     assert_eq!(audit_total().await, events);
 }
-on_both_databases!(scenario_4_deactivation_file_counts_usage_once, scenario_4_offline_deactivation);
+on_both_databases!(
+    scenario_4_deactivation_file_counts_usage_once,
+    scenario_4_offline_deactivation
+);
 
 /// Scenario 6 (and 3 online): a heartbeat device picks up a renewal at its next heartbeat;
 /// offline past `refresh_by` it stays valid through the grace period, then stops and says
@@ -285,7 +342,13 @@ async fn scenario_6_grace(backend: Backend) {
     assert!(!beat.contains("new license file"), "{beat}");
 
     // Scenario 3 online: a renewal reaches the device at its next heartbeat.
-    server.ok(&token, "mutation($id: ID!) { renewLicense(id: $id) { version } }", json!({ "id": license })).await;
+    server
+        .ok(
+            &token,
+            "mutation($id: ID!) { renewLicense(id: $id) { version } }",
+            json!({ "id": license }),
+        )
+        .await;
     let beat = machine.ok(&["heartbeat"]);
     assert!(beat.contains("new license file installed"), "{beat}");
     let renewed = machine.status();
@@ -307,12 +370,18 @@ async fn scenario_6_grace(backend: Backend) {
     let over = machine.status();
     assert_eq!(over["valid"], false);
     assert_eq!(over["code"], "HEARTBEAT_DEAD");
-    assert!(over["detail"].as_str().unwrap().contains("grace period is over"), "{over}");
+    assert!(
+        over["detail"].as_str().unwrap().contains("grace period is over"),
+        "{over}"
+    );
     // Back to a day after activation: earlier than the newest time this machine saw.
     machine.clock_offset = DAY;
     let tamper = machine.status();
     assert_eq!(tamper["code"], "CLOCK_TAMPER", "{tamper}");
-    assert!(tamper["detail"].as_str().unwrap().contains("set the clock right"), "{tamper}");
+    assert!(
+        tamper["detail"].as_str().unwrap().contains("set the clock right"),
+        "{tamper}"
+    );
     // A clock earlier than the server's signature on a fresh installation is tampering too.
     let mut fresh = machine.sibling(MACHINE_A);
     std::fs::create_dir_all(fresh.state()).unwrap();

@@ -156,3 +156,129 @@ async fn bad_requests(backend: Backend) {
     );
 }
 on_both_databases!(bad_activation_requests_change_nothing, bad_requests);
+
+const IMPORT: &str = "mutation($f: String!) { importDeactivation(file: $f) { acceptedRecords duplicateRecords anomalies { kind explanation evidence device { id } } device { id status } } }";
+
+/// A deactivation file for the device `license_file` is bound to, carrying `records`.
+fn deactivation(seed: u8, license_file: &str, records: Vec<protocol::ledger::LedgerRecord>) -> String {
+    let payload: protocol::license_file::LicensePayload =
+        protocol::envelope::open(protocol::license_file::LABEL, license_file)
+            .unwrap()
+            .payload()
+            .unwrap();
+    let file = protocol::offline::DeactivationFile {
+        format: protocol::offline::FORMAT,
+        license_id: payload.license_id,
+        device_id: payload.device.id,
+        fingerprint: payload.device.fingerprint,
+        license_file_time: payload.server_time,
+        deactivated_at: chrono::Utc::now(),
+        records,
+    };
+    protocol::offline::write(&file, &ed25519_dalek::SigningKey::from_bytes(&[seed; 32])).unwrap()
+}
+
+/// A deactivation whose ledger has a hole releases the seat but counts nothing, and flags a
+/// LEDGER_GAP anomaly (with an ANOMALY alert); a deactivation file from an earlier activation
+/// cannot release a later one; READ_ONLY cannot import.
+async fn deactivation_problems(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let token = server.owner_token.clone();
+    let (_, license, key) = license_with_policy(
+        &server,
+        &token,
+        "maxActivations: 1, deploymentMode: OFFLINE, meters: [{code: \"scans\", resetPeriod: MONTHLY}]",
+    )
+    .await;
+    let req = request(&key, 5);
+    let first = server.ok(&token, PORTAL, json!({ "r": req })).await["generateOfflineLicense"].clone();
+    let first_file = first["licenseFile"].as_str().unwrap();
+    let device_id = first["device"]["id"].as_str().unwrap();
+    let device_key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let mut ledger: Vec<protocol::ledger::LedgerRecord> = Vec::new();
+    for quantity in [2, 3, 4] {
+        let record = protocol::ledger::append(
+            device_id,
+            &device_key,
+            ledger.last(),
+            "scans",
+            quantity,
+            chrono::Utc::now(),
+        );
+        ledger.push(record);
+    }
+    let read_only = tests::api_token(&server, &token, "READ_ONLY").await;
+    let gap = deactivation(5, first_file, vec![ledger[0].clone(), ledger[2].clone()]);
+    assert_eq!(
+        error_code(&server.gql(Some(&read_only), IMPORT, json!({ "f": gap })).await),
+        Some("FORBIDDEN")
+    );
+    // A stale file written now but imported after a re-activation (below).
+    let stale = deactivation(5, first_file, Vec::new());
+
+    let receipt = server.ok(&token, IMPORT, json!({ "f": gap })).await["importDeactivation"].clone();
+    assert_eq!(receipt["acceptedRecords"], 0, "{receipt}");
+    assert_eq!(receipt["device"]["status"], "RELEASED");
+    assert_eq!(receipt["anomalies"][0]["kind"], "LEDGER_GAP", "{receipt}");
+    assert_eq!(receipt["anomalies"][0]["device"]["id"], device_id);
+    assert_eq!(receipt["anomalies"][0]["evidence"]["uncounted_totals"]["scans"], 6);
+    assert!(
+        receipt["anomalies"][0]["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("missing"),
+        "{receipt}"
+    );
+    let usage = server
+        .ok(
+            &token,
+            "query($id: ID) { license(id: $id) { usage { used periodStart } } }",
+            json!({ "id": license }),
+        )
+        .await;
+    assert_eq!(usage["license"]["usage"][0]["used"], 0, "{usage}");
+    assert!(
+        usage["license"]["usage"][0]["periodStart"].is_string(),
+        "a monthly meter names its period"
+    );
+    let alerts = server
+        .ok(&token, "{ alerts { nodes { kind deviceId } } }", json!({}))
+        .await;
+    assert!(
+        alerts["alerts"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "ANOMALY" && a["deviceId"] == device_id),
+        "{alerts}"
+    );
+
+    // The machine activates again (same request, same device); the stale file cannot
+    // release this activation and changes nothing.
+    let again = server.ok(&token, PORTAL, json!({ "r": req })).await["generateOfflineLicense"].clone();
+    assert_eq!(again["device"]["id"], device_id);
+    let res = server.gql(Some(&token), IMPORT, json!({ "f": stale })).await;
+    assert_eq!(error_code(&res), Some("INVALID_FILE"), "{res}");
+    assert!(
+        res["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("earlier activation"),
+        "{res}"
+    );
+    assert_eq!(active_devices(&server, &license).await, 1);
+    // A deactivation from the current activation, with the ledger continued, works.
+    let current = deactivation(5, again["licenseFile"].as_str().unwrap(), ledger.clone());
+    let receipt = server.ok(&token, IMPORT, json!({ "f": current })).await["importDeactivation"].clone();
+    assert_eq!(receipt["acceptedRecords"], 3, "{receipt}");
+    assert_eq!(active_devices(&server, &license).await, 0);
+    let usage = server
+        .ok(
+            &token,
+            "query($id: ID) { license(id: $id) { usage { used } } }",
+            json!({ "id": license }),
+        )
+        .await;
+    assert_eq!(usage["license"]["usage"][0]["used"], 9);
+}
+on_both_databases!(deactivation_ledger_problems_and_stale_files, deactivation_problems);

@@ -67,7 +67,13 @@ impl Anomaly {
         let Some(id) = &self.0.license_id else {
             return Ok(None);
         };
-        Ok(ctx.scope()?.loaders().licenses.load_one(id.clone()).await?.map(Into::into))
+        Ok(ctx
+            .scope()?
+            .loaders()
+            .licenses
+            .load_one(id.clone())
+            .await?
+            .map(Into::into))
     }
 
     /// The device concerned.
@@ -75,7 +81,13 @@ impl Anomaly {
         let Some(id) = &self.0.device_id else {
             return Ok(None);
         };
-        Ok(ctx.scope()?.loaders().devices.load_one(id.clone()).await?.map(Into::into))
+        Ok(ctx
+            .scope()?
+            .loaders()
+            .devices
+            .load_one(id.clone())
+            .await?
+            .map(Into::into))
     }
 
     /// When it was detected.
