@@ -1,123 +1,50 @@
-//! Configuration of `licensing-api`, read once from the environment at start-up.
+//! Configuration of `licensing-api`, read once from the environment at start-up: the shared
+//! [`Settings`] plus what only the API process needs.
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
-
-use anyhow::{Context as _, bail};
-use secrecy::{ExposeSecret, SecretBox};
+use anyhow::bail;
+pub use domain::settings::{Settings, env, write_private};
 
 /// Everything the API process is configured with.
 ///
 /// | variable | default | meaning |
 /// |---|---|---|
-/// | `DATA_DIR` | `./data` | embedded database, generated secret, owner token |
-/// | `DATABASE_URL` | `sqlite://<DATA_DIR>/licensing.db?mode=rwc` | SQLite or `postgres://...` |
+/// | (shared) | | `DATA_DIR`, `DATABASE_URL`, `LICENSING_SECRET`: see [`Settings`] |
 /// | `LISTEN_ADDR` | `127.0.0.1:8080` | API address |
-/// | `LICENSING_SECRET` | generated into `DATA_DIR/secret` | master secret (>= 32 bytes); required with PostgreSQL |
 /// | `LICENSING_ENV` | `development` | `production` turns introspection and suggestions off |
+/// | `WORKERS` | `embedded` | `embedded`: this process also runs the job workers; `off`: run `licensing-worker` |
 /// | `RUST_LOG` | `info,sqlx=warn` | log filter |
-/// | `LICENSING_CLOCK_OFFSET_FILE` | unset | tests only: a file holding seconds to add to the clock |
 pub struct Config {
-    /// Where local state lives.
-    pub data_dir: PathBuf,
-    /// The licensing database.
-    pub database_url: String,
+    /// What every server process shares.
+    pub settings: Settings,
     /// Address to listen on.
     pub listen_addr: String,
-    /// The master secret.
-    pub secret: SecretBox<Vec<u8>>,
     /// Whether this is a production deployment.
     pub production: bool,
-    /// Tests only: a file of seconds added to the clock, so tests can move time.
-    pub clock_offset_file: Option<PathBuf>,
-}
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    /// Whether the job workers run inside this process.
+    pub embedded_workers: bool,
 }
 
 impl Config {
-    /// Reads the environment, creating `DATA_DIR` and a generated secret when needed.
+    /// Reads the environment.
     ///
     /// # Errors
-    /// When `DATA_DIR` cannot be created, `LICENSING_ENV` is unknown, or PostgreSQL is used
-    /// without `LICENSING_SECRET`.
+    /// As [`Settings::from_env`]; an unknown `LICENSING_ENV` or `WORKERS`.
     pub fn from_env() -> anyhow::Result<Self> {
-        let data_dir = PathBuf::from(env("DATA_DIR").unwrap_or_else(|| "./data".into()));
-        std::fs::create_dir_all(&data_dir).with_context(|| format!("creating DATA_DIR {}", data_dir.display()))?;
-        let database_url =
-            env("DATABASE_URL").unwrap_or_else(|| format!("sqlite://{}/licensing.db?mode=rwc", data_dir.display()));
         let production = match env("LICENSING_ENV").as_deref() {
             None | Some("development") => false,
             Some("production") => true,
             Some(other) => bail!("LICENSING_ENV must be development or production, not {other:?}"),
         };
-        let secret = match env("LICENSING_SECRET") {
-            Some(secret) => secret.into_bytes(),
-            None if database_url.starts_with("postgres") => {
-                bail!("LICENSING_SECRET is required with PostgreSQL: every API and worker process must share it")
-            }
-            None => generated_secret(&data_dir)?,
+        let embedded_workers = match env("WORKERS").as_deref() {
+            None | Some("embedded") => true,
+            Some("off") => false,
+            Some(other) => bail!("WORKERS must be embedded or off, not {other:?}"),
         };
         Ok(Self {
-            data_dir,
-            database_url,
+            settings: Settings::from_env()?,
             listen_addr: env("LISTEN_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
-            secret: SecretBox::new(Box::new(secret)),
             production,
-            clock_offset_file: env("LICENSING_CLOCK_OFFSET_FILE").map(PathBuf::from),
+            embedded_workers,
         })
     }
-
-    /// The master secret's derived keys.
-    ///
-    /// # Errors
-    /// When the secret is shorter than 32 bytes.
-    pub fn master_secret(&self) -> anyhow::Result<domain::MasterSecret> {
-        domain::MasterSecret::new(self.secret.expose_secret()).context("LICENSING_SECRET")
-    }
-
-    /// The clock: the system's, or moved by the offset file in tests.
-    #[must_use]
-    pub fn clock(&self) -> domain::Clock {
-        self.clock_offset_file
-            .clone()
-            .map_or(domain::Clock::System, domain::Clock::OffsetFile)
-    }
-}
-
-/// Reads `DATA_DIR/secret`, creating it (mode 0600, 32 random bytes in hex) on first start.
-fn generated_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
-    let path = data_dir.join("secret");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        return Ok(existing.trim().as_bytes().to_vec());
-    }
-    let secret = hex_secret();
-    write_private(&path, &secret)?;
-    Ok(secret.into_bytes())
-}
-
-fn hex_secret() -> String {
-    domain::secrets::random_bytes::<32>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Writes `contents` to a new file readable only by its owner (mode 0600).
-///
-/// # Errors
-/// IO errors.
-pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()?;
-    Ok(())
 }

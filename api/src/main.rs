@@ -33,14 +33,6 @@ enum Command {
     },
 }
 
-async fn open_domain(config: &Config) -> anyhow::Result<Domain> {
-    let pools = domain::db::connect(&config.database_url)
-        .await
-        .context("connecting to DATABASE_URL")?;
-    domain::db::migrate(&pools.write).await.context("applying migrations")?;
-    Ok(Domain::new(pools, config.master_secret()?, config.clock()))
-}
-
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -49,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let config = Config::from_env()?;
-    let domain = open_domain(&config).await?;
+    let domain = config.settings.open_domain().await?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::CreateVendor {
             name,
@@ -72,7 +64,7 @@ async fn serve(config: Config, domain: Domain) -> anyhow::Result<()> {
         let created = domain
             .create_vendor("Default vendor", "default", "owner@localhost")
             .await?;
-        let path = config.data_dir.join("owner-token");
+        let path = config.settings.data_dir.join("owner-token");
         write_private(&path, &format!("{}\n", created.owner_token))?;
         println!(
             "Created vendor \"default\". Its OWNER API token (shown once, also in {}):",

@@ -115,7 +115,11 @@ pub fn components() -> Components {
     ]
     .into_iter()
     .filter_map(|(name, value)| {
-        let value: String = value?.chars().take(MAX_COMPONENT_LEN).collect();
+        // At most MAX_COMPONENT_LEN bytes, cut at a character boundary.
+        let mut value = value?;
+        while value.len() > MAX_COMPONENT_LEN {
+            value.pop();
+        }
         Some((name.to_owned(), value))
     })
     .collect()

@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::online::Server;
-use crate::state::{Deactivated, Session, State};
+use crate::state::{FileMark, GivenBack, Session, State};
 
 /// How far the clock may read earlier than a time already seen before it counts as moved
 /// back (clock corrections, a server a little ahead).
@@ -325,14 +325,15 @@ impl Client {
         Ok(self.state.newest_seen()?.max(ledger_last))
     }
 
-    /// The installed license, verified (its validity here and now aside).
+    /// The installed license, verified (its validity here and now aside). A file of an
+    /// activation that was given back counts as not installed.
     fn installed(&self) -> Result<Option<LicensePayload>, ClientError> {
         let Some(text) = self.state.license_file()? else {
             return Ok(None);
         };
-        verify_with(&text, self.keys()?)
-            .map(Some)
-            .map_err(|e| ClientError::Refused(format!("the installed license file cannot be trusted: {e}")))
+        let payload = verify_with(&text, self.keys()?)
+            .map_err(|e| ClientError::Refused(format!("the installed license file cannot be trusted: {e}")))?;
+        Ok((!given_back(&self.state.history()?, &payload)).then_some(payload))
     }
 
     /// Validates the installed license offline for the `entitlements` the software needs,
@@ -342,22 +343,31 @@ impl Client {
     /// [`ClientError`] for a missing vendor key or an unreadable state directory; a license
     /// that is not valid is an `Ok` [`Status`] with `valid: false`.
     pub fn status(&self, entitlements: &[String]) -> Result<Status, ClientError> {
-        let Some(text) = self.state.license_file()? else {
-            let detail = match self.state.deactivated()? {
-                Some(d) => format!(
+        let _lock = self.state.lock()?;
+        self.status_locked(entitlements)
+    }
+
+    fn status_locked(&self, entitlements: &[String]) -> Result<Status, ClientError> {
+        let keys = self.keys()?;
+        let history = self.state.history()?;
+        let text = self.state.license_file()?;
+        let verified = text.as_deref().and_then(|t| verify_with(t, keys).ok());
+        let (Some(text), false) = (&text, verified.as_ref().is_some_and(|p| given_back(&history, p))) else {
+            let last = history.given_back.values().max_by_key(|g| g.at);
+            let detail = match last {
+                Some(g) if text.is_none() || verified.is_some() => format!(
                     "this device gave its seat back at {} ({}): activate again to use the software",
-                    d.at.to_rfc3339(),
-                    d.how
+                    g.at.to_rfc3339(),
+                    g.how
                 ),
-                None => "no license is installed: run `activate`, or `request` and `install` offline".into(),
+                _ => "no license is installed: run `activate`, or `request` and `install` offline".into(),
             };
             return Ok(Status::without_file(StatusCode::NotActivated, detail));
         };
-        let keys = self.keys()?;
         let now = self.now();
-        let device_id = verify_with(&text, keys).ok().map(|p| p.device.id);
+        let device_id = verified.map(|p| p.device.id);
         let status = check(
-            &text,
+            text,
             keys,
             &self.components,
             entitlements,
@@ -371,51 +381,79 @@ impl Client {
     }
 
     /// Checks a license file and installs it: it must verify with the vendor's key, be bound
-    /// to this machine, and not be older than the installed one.
+    /// to this machine, not be older than a file this installation already accepted for the
+    /// license, and not belong to an activation this installation gave back.
     ///
     /// # Errors
     /// [`ClientError::Refused`] saying why the file was not installed (nothing changes).
     pub fn install(&self, text: &str) -> Result<Status, ClientError> {
+        let _lock = self.state.lock()?;
+        self.install_locked(text)?;
+        self.status_locked(&[])
+    }
+
+    fn install_locked(&self, text: &str) -> Result<(), ClientError> {
         let payload = verify_with(text, self.keys()?).map_err(|e| {
             ClientError::Refused(format!(
                 "this license file was not installed: {e} (is it from this vendor, and unchanged?)"
             ))
         })?;
-        let binding = check_fingerprint(
+        let here = self.binding(&payload);
+        if here.code != ValidationCode::Valid {
+            return Err(ClientError::Refused(format!(
+                "this license file is for another machine: {}",
+                here.detail
+            )));
+        }
+        let mut history = self.state.history()?;
+        if given_back(&history, &payload) {
+            return Err(ClientError::Refused(format!(
+                "device {} gave its seat back; this file belongs to that activation and cannot be installed again: activate again",
+                payload.device.id
+            )));
+        }
+        let mark = FileMark {
+            version: payload.version,
+            server_time: payload.server_time,
+        };
+        if let Some(newest) = history.newest.get(&payload.license_id)
+            && mark < *newest
+        {
+            return Err(ClientError::Refused(format!(
+                "this license file (version {}, signed {}) is older than the installed one (version {}, signed {}): it cannot replace it",
+                mark.version,
+                mark.server_time.to_rfc3339(),
+                newest.version,
+                newest.server_time.to_rfc3339()
+            )));
+        }
+        // Another device's file of the same license replaces the installed one only when the
+        // installed one no longer matches this machine (its hardware changed).
+        if let Some(current) = self.installed().ok().flatten()
+            && current.license_id == payload.license_id
+            && current.device.id != payload.device.id
+            && self.binding(&current).code == ValidationCode::Valid
+        {
+            return Err(ClientError::Refused(format!(
+                "this file is for device {}, but this installation is device {}",
+                payload.device.id, current.device.id
+            )));
+        }
+        self.state.set_license_file(text)?;
+        history.newest.insert(payload.license_id.clone(), mark);
+        self.state.set_history(&history)?;
+        self.state.saw(payload.server_time)
+    }
+
+    /// Whether a file's device binding matches this machine.
+    fn binding(&self, payload: &LicensePayload) -> validation::Verdict {
+        check_fingerprint(
             &payload.device.components,
             &payload.device.fingerprint,
             &self.components,
             &fingerprint::fingerprint(&self.components),
             payload.min_component_matches,
-        );
-        if binding.code != ValidationCode::Valid {
-            return Err(ClientError::Refused(format!(
-                "this license file is for another machine: {}",
-                binding.detail
-            )));
-        }
-        if let Some(current) = self.installed().ok().flatten() {
-            if current.license_id == payload.license_id && current.device.id != payload.device.id {
-                return Err(ClientError::Refused(format!(
-                    "this file is for device {}, but this installation is device {}",
-                    payload.device.id, current.device.id
-                )));
-            }
-            if current.license_id == payload.license_id
-                && (payload.version, payload.server_time) < (current.version, current.server_time)
-            {
-                return Err(ClientError::Refused(format!(
-                    "this license file (version {}, signed {}) is older than the installed one (version {}, signed {}): it cannot replace it",
-                    payload.version,
-                    payload.server_time.to_rfc3339(),
-                    current.version,
-                    current.server_time.to_rfc3339()
-                )));
-            }
-        }
-        self.state.set_license_file(text)?;
-        self.state.saw(payload.server_time)?;
-        self.status(&[])
+        )
     }
 
     /// Writes an activation request for `license_key`, signed by the device key, for the
@@ -424,6 +462,7 @@ impl Client {
     /// # Errors
     /// [`ClientError`] when the key cannot be made or the request signed.
     pub fn request(&self, license_key: &str) -> Result<String, ClientError> {
+        let _lock = self.state.lock()?;
         let key = self.state.device_key()?;
         let request = ActivationRequest {
             format: offline::FORMAT,
@@ -445,6 +484,7 @@ impl Client {
     /// [`ClientError::Network`], or a refused file.
     pub fn activate(&self, server_url: &str, license_key: &str) -> Result<Status, ClientError> {
         self.keys()?;
+        let _lock = self.state.lock()?;
         let key = self.state.device_key()?;
         let server = Server::new(server_url)?;
         let components: Vec<_> = self
@@ -466,12 +506,12 @@ impl Client {
         )?;
         let file = data["activateDevice"]["licenseFile"].as_str().unwrap_or_default();
         let token = data["activateDevice"]["deviceToken"].as_str().unwrap_or_default();
-        let status = self.install(file)?;
+        self.install_locked(file)?;
         self.state.set_session(&Session {
             server: server_url.to_owned(),
             token: token.to_owned(),
         })?;
-        Ok(status)
+        self.status_locked(&[])
     }
 
     fn session(&self) -> Result<(Session, Server), ClientError> {
@@ -484,8 +524,7 @@ impl Client {
 
     fn fetch_and_install(&self, session: &Session, server: &Server) -> Result<(), ClientError> {
         let data = server.call(Some(&session.token), "mutation { fetchLicenseFile }", json!({}))?;
-        self.install(data["fetchLicenseFile"].as_str().unwrap_or_default())?;
-        Ok(())
+        self.install_locked(data["fetchLicenseFile"].as_str().unwrap_or_default())
     }
 
     /// Heartbeats, and fetches and installs a new license file when the license changed or
@@ -495,6 +534,7 @@ impl Client {
     /// [`ClientError::Network`] when the server cannot be reached (the installed file keeps
     /// working through its grace period), [`ClientError::Server`] when it refuses.
     pub fn heartbeat(&self) -> Result<HeartbeatReport, ClientError> {
+        let _lock = self.state.lock()?;
         let (session, server) = self.session()?;
         let data = server.call(
             Some(&session.token),
@@ -524,13 +564,15 @@ impl Client {
     /// # Errors
     /// As [`Client::heartbeat`].
     pub fn check_out(&self, ttl_seconds: i64) -> Result<Status, ClientError> {
+        let _lock = self.state.lock()?;
         let (session, server) = self.session()?;
         let data = server.call(
             Some(&session.token),
             "mutation($ttl: Int!) { checkOutDevice(ttlSeconds: $ttl) }",
             json!({ "ttl": ttl_seconds }),
         )?;
-        self.install(data["checkOutDevice"].as_str().unwrap_or_default())
+        self.install_locked(data["checkOutDevice"].as_str().unwrap_or_default())?;
+        self.status_locked(&[])
     }
 
     /// Returns a check-out early and installs the ordinary license file again.
@@ -538,23 +580,11 @@ impl Client {
     /// # Errors
     /// As [`Client::heartbeat`].
     pub fn check_in(&self) -> Result<Status, ClientError> {
+        let _lock = self.state.lock()?;
         let (session, server) = self.session()?;
         server.call(Some(&session.token), "mutation { checkInDevice { id } }", json!({}))?;
         self.fetch_and_install(&session, &server)?;
-        self.status(&[])
-    }
-
-    /// The installed license when it is valid now, else why not.
-    fn valid_license(&self) -> Result<LicensePayload, ClientError> {
-        let status = self.status(&[])?;
-        if !status.valid {
-            return Err(ClientError::Refused(format!(
-                "the license is not valid ({:?}): {}",
-                status.code, status.detail
-            )));
-        }
-        self.installed()?
-            .ok_or_else(|| ClientError::Refused("no license is installed".into()))
+        self.status_locked(&[])
     }
 
     /// Ledger records the server has not acknowledged yet.
@@ -573,12 +603,25 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError::Refused`] for an invalid license, a meter it does not grant, or a
-    /// quantity below 1.
+    /// quantity outside 1..=[`ledger::MAX_QUANTITY`].
     pub fn record_use(&self, meter: &str, quantity: i64) -> Result<LedgerRecord, ClientError> {
-        if quantity < 1 {
-            return Err(ClientError::Refused("the amount must be at least 1".into()));
+        if !(1..=ledger::MAX_QUANTITY).contains(&quantity) {
+            return Err(ClientError::Refused(format!(
+                "the amount must be between 1 and {}",
+                ledger::MAX_QUANTITY
+            )));
         }
-        let payload = self.valid_license()?;
+        let _lock = self.state.lock()?;
+        let status = self.status_locked(&[])?;
+        if !status.valid {
+            return Err(ClientError::Refused(format!(
+                "the license is not valid ({:?}): {}",
+                status.code, status.detail
+            )));
+        }
+        let payload = self
+            .installed()?
+            .ok_or_else(|| ClientError::Refused("no license is installed".into()))?;
         if !payload.meters.iter().any(|m| m.code == meter) {
             let granted: Vec<&str> = payload.meters.iter().map(|m| m.code.as_str()).collect();
             return Err(ClientError::Refused(format!(
@@ -592,7 +635,12 @@ impl Client {
         }
         let key = self.state.device_key()?;
         let ledger = self.state.ledger(&payload.device.id)?;
-        let record = ledger::append(&payload.device.id, &key, ledger.last(), meter, quantity, self.now());
+        // A clock stepped back a little (inside the tolerance) must not date a record before
+        // the one it follows: that would read as tampering.
+        let at = ledger
+            .last()
+            .map_or(self.now(), |last| self.now().max(last.recorded_at));
+        let record = ledger::append(&payload.device.id, &key, ledger.last(), meter, quantity, at);
         self.state.append_ledger(&payload.device.id, &record)?;
         Ok(record)
     }
@@ -602,6 +650,7 @@ impl Client {
     /// # Errors
     /// [`ClientError::Refused`] without an installed license or with nothing to report.
     pub fn usage_report(&self) -> Result<String, ClientError> {
+        let _lock = self.state.lock()?;
         let payload = self
             .installed()?
             .ok_or_else(|| ClientError::Refused("no license is installed".into()))?;
@@ -621,34 +670,47 @@ impl Client {
         offline::write(&report, &self.state.device_key()?).map_err(|e| ClientError::Refused(e.to_string()))
     }
 
+    /// Records that the installed activation was given back, then removes its file: from
+    /// the first step on, `status` treats it as deactivated, so a crash in between is safe.
+    fn give_back(&self, payload: &LicensePayload, how: String) -> Result<(), ClientError> {
+        let mut history = self.state.history()?;
+        history.given_back.insert(
+            payload.device.id.clone(),
+            GivenBack {
+                license_file_time: payload.server_time,
+                at: self.now(),
+                how,
+            },
+        );
+        self.state.set_history(&history)?;
+        self.state.remove_license()
+    }
+
     /// Gives the seat back offline: writes a deactivation file to `out` (signed by the device
-    /// key, carrying the unacknowledged ledger records) for the vendor to import, then stops
-    /// validating. The device key and ledger stay.
+    /// key, carrying the unacknowledged ledger records; durable before anything else changes)
+    /// for the vendor to import, then stops validating. The device key and ledger stay.
     ///
     /// # Errors
     /// [`ClientError::Refused`] without an installed license or when `out` cannot be written
     /// (then nothing changes).
     pub fn deactivate_offline(&self, out: &std::path::Path) -> Result<(), ClientError> {
+        let _lock = self.state.lock()?;
         let payload = self
             .installed()?
             .ok_or_else(|| ClientError::Refused("no license is installed: nothing to deactivate".into()))?;
-        let now = self.now();
         let file = DeactivationFile {
             format: offline::FORMAT,
             records: self.unacknowledged(&payload)?,
-            license_id: payload.license_id,
+            license_id: payload.license_id.clone(),
             device_id: payload.device.id.clone(),
-            fingerprint: payload.device.fingerprint,
+            fingerprint: payload.device.fingerprint.clone(),
             license_file_time: payload.server_time,
-            deactivated_at: now,
+            deactivated_at: self.now(),
         };
         let text = offline::write(&file, &self.state.device_key()?).map_err(|e| ClientError::Refused(e.to_string()))?;
-        std::fs::write(out, text).map_err(|e| ClientError::Refused(format!("{}: {e}", out.display())))?;
-        self.state.set_deactivated(&Deactivated {
-            at: now,
-            device_id: payload.device.id,
-            how: format!("deactivation file {}", out.display()),
-        })
+        state::write_durably(out, text.as_bytes())
+            .map_err(|e| ClientError::Refused(format!("the deactivation file was not written: {e}")))?;
+        self.give_back(&payload, format!("deactivation file {}", out.display()))
     }
 
     /// Gives the seat back online. Refused while the ledger holds records the server has not
@@ -657,6 +719,7 @@ impl Client {
     /// # Errors
     /// [`ClientError::Refused`], [`ClientError::Server`], [`ClientError::Network`].
     pub fn deactivate_online(&self) -> Result<(), ClientError> {
+        let _lock = self.state.lock()?;
         let payload = self
             .installed()?
             .ok_or_else(|| ClientError::Refused("no license is installed: nothing to deactivate".into()))?;
@@ -669,12 +732,16 @@ impl Client {
         }
         let (session, server) = self.session()?;
         server.call(Some(&session.token), "mutation { deactivateDevice { id } }", json!({}))?;
-        self.state.set_deactivated(&Deactivated {
-            at: self.now(),
-            device_id: payload.device.id,
-            how: "online".into(),
-        })
+        self.give_back(&payload, "online".into())
     }
+}
+
+/// Whether `payload` belongs to an activation this installation gave back.
+fn given_back(history: &state::History, payload: &LicensePayload) -> bool {
+    history
+        .given_back
+        .get(&payload.device.id)
+        .is_some_and(|g| payload.server_time <= g.license_file_time)
 }
 
 /// `linux-x86_64` and the like.

@@ -5,14 +5,17 @@
 //! - `license.lic`: the installed license file, exactly as the server signed it;
 //! - `session.json`: server URL and device token of an online activation;
 //! - `clock.json`: the newest time this installation has seen, for clock-tamper checks;
+//! - `history.json`: the newest file accepted per license and the activations given back, so
+//!   an older file never replaces a newer one, nor revives a deactivated device;
 //! - `ledger-<device id>.jsonl`: the usage ledger, one record per line, append-only;
-//! - `deactivated.json`: set when the device gave its seat back.
+//! - `.lock`: locked (flock) by every operation that changes the state.
 //!
-//! Files are replaced atomically (written to a temporary file, synced, renamed), so a crash
-//! never leaves half a file; the ledger is appended and synced record by record.
+//! Files are replaced atomically (written to a temporary file, synced, renamed, the directory
+//! synced), so a crash never leaves half a file; the ledger is appended and synced record by
+//! record, and a torn last line (a crash mid-append) is dropped.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::{BufReader, Read as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
@@ -40,16 +43,42 @@ struct SeenClock {
     newest_seen: DateTime<Utc>,
 }
 
-/// When and how the device gave its seat back.
+/// The newest license file this installation accepted for one license.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FileMark {
+    /// The license version the file reflects.
+    pub version: i64,
+    /// When the server signed it.
+    pub server_time: DateTime<Utc>,
+}
+
+/// An activation this installation gave back.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Deactivated {
-    /// The device's clock when it deactivated.
+pub struct GivenBack {
+    /// `server_time` of the license file held when it was given back: that file, and every
+    /// older one of the device, can never be installed again.
+    pub license_file_time: DateTime<Utc>,
+    /// The device's clock when it gave the seat back.
     pub at: DateTime<Utc>,
-    /// The device it was.
-    pub device_id: String,
-    /// `online`, or the path of the deactivation file written.
+    /// `online`, or the deactivation file written.
     pub how: String,
 }
+
+/// What this installation remembers across installs and deactivations, so that no file goes
+/// back: the newest file accepted per license, and the activations given back per device.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct History {
+    /// By license id.
+    #[serde(default)]
+    pub newest: std::collections::BTreeMap<String, FileMark>,
+    /// By device id.
+    #[serde(default)]
+    pub given_back: std::collections::BTreeMap<String, GivenBack>,
+}
+
+/// An exclusive lock on the state directory, held while an operation reads and changes it
+/// (two processes appending to the ledger at once would fork it). Released when dropped.
+pub struct StateLock(#[expect(dead_code, reason = "held for its lock")] File);
 
 /// The state directory.
 #[derive(Debug, Clone)]
@@ -59,6 +88,41 @@ pub struct State {
 
 fn io_error(path: &Path, e: &std::io::Error) -> ClientError {
     ClientError::State(format!("{}: {e}", path.display()))
+}
+
+/// Makes a directory's entries (a rename, a new file) durable.
+fn sync_dir(dir: &Path) -> Result<(), ClientError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(dir, &e))
+}
+
+/// Writes `contents` to `path` so that it is either absent or complete, and durable.
+///
+/// # Errors
+/// [`ClientError::State`] when it cannot be written.
+pub fn write_durably(path: &Path, contents: &[u8]) -> Result<(), ClientError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io_error(&tmp, &e))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_error(&tmp, &e))?;
+    fs::rename(&tmp, path).map_err(|e| io_error(path, &e))?;
+    sync_dir(dir)
 }
 
 impl State {
@@ -107,19 +171,24 @@ impl State {
 
     /// Replaces `name` atomically with `contents`, readable by the owner only.
     fn write(&self, name: &str, contents: &[u8]) -> Result<(), ClientError> {
-        let path = self.path(name);
-        let tmp = self.path(&format!(".{name}.tmp"));
-        let mut file = OpenOptions::new()
+        write_durably(&self.path(name), contents)
+    }
+
+    /// Locks the state directory for one operation.
+    ///
+    /// # Errors
+    /// [`ClientError::State`] when the lock file cannot be opened or locked.
+    pub fn lock(&self) -> Result<StateLock, ClientError> {
+        let path = self.path(".lock");
+        let file = OpenOptions::new()
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| io_error(&tmp, &e))?;
-        file.write_all(contents)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| io_error(&tmp, &e))?;
-        fs::rename(&tmp, &path).map_err(|e| io_error(&path, &e))
+            .open(&path)
+            .map_err(|e| io_error(&path, &e))?;
+        file.lock().map_err(|e| io_error(&path, &e))?;
+        Ok(StateLock(file))
     }
 
     fn write_json(&self, name: &str, value: &impl Serialize) -> Result<(), ClientError> {
@@ -162,13 +231,38 @@ impl State {
         self.read_text("license.lic")
     }
 
-    /// Installs a license file (after it was checked) and clears a past deactivation.
+    /// Installs a license file (after it was checked).
     ///
     /// # Errors
     /// [`ClientError::State`] when it cannot be written.
     pub fn set_license_file(&self, text: &str) -> Result<(), ClientError> {
-        self.write("license.lic", text.as_bytes())?;
-        self.remove("deactivated.json")
+        self.write("license.lic", text.as_bytes())
+    }
+
+    /// Removes the installed license file and the online session (the device gave its seat
+    /// back; record that in the history first).
+    ///
+    /// # Errors
+    /// [`ClientError::State`] when the files cannot be removed.
+    pub fn remove_license(&self) -> Result<(), ClientError> {
+        self.remove("license.lic")?;
+        self.remove("session.json")
+    }
+
+    /// The install and deactivation history.
+    ///
+    /// # Errors
+    /// [`ClientError::State`] when it cannot be read.
+    pub fn history(&self) -> Result<History, ClientError> {
+        Ok(self.read_json("history.json")?.unwrap_or_default())
+    }
+
+    /// Saves the history.
+    ///
+    /// # Errors
+    /// [`ClientError::State`] when it cannot be written.
+    pub fn set_history(&self, history: &History) -> Result<(), ClientError> {
+        self.write_json("history.json", history)
     }
 
     /// The online session.
@@ -206,25 +300,6 @@ impl State {
         self.write_json("clock.json", &SeenClock { newest_seen: at })
     }
 
-    /// The deactivation, if the device gave its seat back since its last install.
-    ///
-    /// # Errors
-    /// [`ClientError::State`] when it cannot be read.
-    pub fn deactivated(&self) -> Result<Option<Deactivated>, ClientError> {
-        self.read_json("deactivated.json")
-    }
-
-    /// Records a deactivation: the license file and session are removed, the device key and
-    /// the ledger stay.
-    ///
-    /// # Errors
-    /// [`ClientError::State`] when the files cannot be changed.
-    pub fn set_deactivated(&self, deactivated: &Deactivated) -> Result<(), ClientError> {
-        self.write_json("deactivated.json", deactivated)?;
-        self.remove("license.lic")?;
-        self.remove("session.json")
-    }
-
     fn ledger_name(device_id: &str) -> String {
         let safe: String = device_id
             .chars()
@@ -244,12 +319,16 @@ impl State {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io_error(&path, &e)),
         };
+        let mut text = String::new();
         BufReader::new(file)
+            .read_to_string(&mut text)
+            .map_err(|e| io_error(&path, &e))?;
+        // Only complete lines count: a crash mid-append leaves a torn last line, which is
+        // dropped (and cut off by the next append).
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete
             .lines()
-            .map(|line| {
-                let line = line.map_err(|e| io_error(&path, &e))?;
-                serde_json::from_str(&line).map_err(|e| ClientError::State(format!("{}: {e}", path.display())))
-            })
+            .map(|line| serde_json::from_str(line).map_err(|e| ClientError::State(format!("{}: {e}", path.display()))))
             .collect()
     }
 
@@ -262,13 +341,21 @@ impl State {
         let mut line = serde_json::to_vec(record).map_err(|e| ClientError::State(e.to_string()))?;
         line.push(b'\n');
         let mut file = OpenOptions::new()
+            .read(true)
             .append(true)
             .create(true)
             .mode(0o600)
             .open(&path)
             .map_err(|e| io_error(&path, &e))?;
+        let mut existing = Vec::new();
+        file.read_to_end(&mut existing).map_err(|e| io_error(&path, &e))?;
+        let complete = existing.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        if complete < existing.len() {
+            file.set_len(complete as u64).map_err(|e| io_error(&path, &e))?;
+        }
         file.write_all(&line)
             .and_then(|()| file.sync_all())
-            .map_err(|e| io_error(&path, &e))
+            .map_err(|e| io_error(&path, &e))?;
+        sync_dir(&self.dir)
     }
 }

@@ -23,6 +23,9 @@ pub(crate) struct NewAlert<'a> {
     pub device_id: Option<&'a str>,
     /// One open alert per key; `None` = always a new alert.
     pub dedupe_key: Option<String>,
+    /// Whether staff get it in the next alert digest email (false for alerts about the alert
+    /// emails themselves, which must not feed on their own failures).
+    pub email: bool,
 }
 
 /// Raises an alert unless one with the same dedupe key is open; returns whether it was new.
@@ -38,6 +41,7 @@ pub(crate) async fn raise(db: &impl ConnectionTrait, alert: NewAlert<'_>, now: D
         created_at: Set(now),
         acknowledged_at: Set(None),
         acknowledged_by: Set(None),
+        notified_at: Set((!alert.email).then_some(now)),
     })
     .on_conflict(
         OnConflict::columns([alert::Column::VendorId, alert::Column::DedupeKey])

@@ -61,6 +61,7 @@ pub(crate) async fn flag(
             license_id: new.license_id,
             device_id: new.device_id,
             dedupe_key: None,
+            email: true,
         };
         alerts::raise(db, alert, now).await?;
         return Ok(anomaly::Entity::find_by_id(id).one(db).await?);

@@ -226,6 +226,7 @@ async fn raise_limit_alert(
         license_id: Some(&license.id),
         device_id: None,
         dedupe_key: Some(activation_limit_key(&license.id)),
+        email: true,
     };
     alerts::raise(tx, alert, now).await?;
     Ok(())
@@ -260,14 +261,57 @@ pub(crate) async fn release_in(
 
 /// Frees one seat of a license and lets a later fill alert again.
 async fn release_seat(tx: &DatabaseTransaction, license: &license::Model) -> Result<()> {
+    release_seats(tx, license, 1).await
+}
+
+/// Frees `n` seats of a license (never below zero) and lets a later fill alert again.
+pub(crate) async fn release_seats(tx: &DatabaseTransaction, license: &license::Model, n: i32) -> Result<()> {
     use sea_orm::sea_query::ExprTrait as _;
     license::Entity::update_many()
-        .col_expr(license::Column::SeatsUsed, Expr::col(license::Column::SeatsUsed).sub(1))
+        .col_expr(
+            license::Column::SeatsUsed,
+            Expr::case(
+                Expr::col(license::Column::SeatsUsed).gt(n),
+                Expr::col(license::Column::SeatsUsed).sub(n),
+            )
+            .finally(0)
+            .into(),
+        )
         .filter(license::Column::Id.eq(&license.id))
         .filter(license::Column::SeatsUsed.gt(0))
         .exec(tx)
         .await?;
     alerts::clear(tx, &license.vendor_id, &activation_limit_key(&license.id)).await
+}
+
+/// The DEVICE_DEAD alert of one death (a device that revives and dies again alerts again).
+pub(crate) fn dead_alert<'a>(
+    license: &'a license::Model,
+    device: &'a device::Model,
+    seat_released: bool,
+) -> NewAlert<'a> {
+    let deadline = device
+        .heartbeat_deadline_at
+        .map(|at| at.to_rfc3339())
+        .unwrap_or_default();
+    let name = device
+        .name
+        .as_deref()
+        .or(device.hostname.as_deref())
+        .unwrap_or(device.id.as_str());
+    NewAlert {
+        vendor_id: &license.vendor_id,
+        kind: AlertKind::DeviceDead,
+        message: format!(
+            "Device {name} on license ..{} stopped heartbeating (deadline {deadline}); its seat was {}.",
+            license.key_last4,
+            if seat_released { "released" } else { "kept" }
+        ),
+        license_id: Some(&license.id),
+        device_id: Some(&device.id),
+        dedupe_key: Some(format!("device-dead:{}:{deadline}", device.id)),
+        email: true,
+    }
 }
 
 /// Takes one seat if the cap allows: the one conditional statement the seat cap rests on.
@@ -310,8 +354,12 @@ async fn mark_dead(
             .col_expr(device::Column::HoldsSeat, Expr::value(false))
             .filter(device::Column::HoldsSeat.eq(true));
     }
-    if update.exec(tx).await?.rows_affected == 1 && release {
+    let marked = update.exec(tx).await?.rows_affected == 1;
+    if marked && release {
         release_seat(tx, license).await?;
+    }
+    if marked {
+        alerts::raise(tx, dead_alert(license, &device, release), now).await?;
     }
     device::Entity::find_by_id(&device.id)
         .one(tx)
@@ -605,14 +653,22 @@ impl Domain {
                 model.name = Set(name.or(current.name));
                 model.hostname = Set(hostname.or(current.hostname));
                 model.platform = Set(platform.or(current.platform));
+                // A new device key starts a new usage ledger (its genesis is bound to the
+                // device, its records to the key): the old acknowledged position means nothing.
+                if public_key.is_some() && public_key != current.public_key {
+                    model.ledger_seq = Set(None);
+                    model.ledger_hash = Set(None);
+                }
                 model.public_key = Set(public_key.or(current.public_key));
                 if input.variables.is_some() {
                     model.variables = Set(input.variables);
                 }
                 model.last_seen_at = Set(Some(now));
                 model.license_version = Set(license.version);
+                // Every activation starts a new one: files signed before it (and deactivation
+                // files written from them) belong to the earlier activation.
+                model.activated_at = Set(now);
                 if needs_seat {
-                    model.activated_at = Set(now);
                     model.released_at = Set(None);
                 }
                 model.updated_at = Set(now);

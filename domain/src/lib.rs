@@ -21,8 +21,11 @@ pub mod error;
 mod idempotency;
 pub mod licenses;
 pub mod newtypes;
+pub mod outbox;
 pub mod page;
 pub mod secrets;
+pub mod settings;
+pub mod sweeps;
 pub mod usage;
 pub mod vendors;
 

@@ -16,7 +16,7 @@ use protocol::ledger::{self, LedgerProblem, LedgerRecord};
 use protocol::license_file::UsageAck;
 use protocol::offline::{self, DeactivationFile};
 use sea_orm::sea_query::{Expr, ExprTrait as _, OnConflict};
-use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter};
+use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
@@ -120,7 +120,11 @@ async fn count_records(
             continue;
         }
         accepted += 1;
-        let period = period_start(reset_period_of(policy, &record.meter), record.recorded_at);
+        // A record dated in the future (a device clock ahead) counts in the current period.
+        let period = period_start(
+            reset_period_of(policy, &record.meter),
+            Ord::min(record.recorded_at, now),
+        );
         meter_total::Entity::insert(meter_total::ActiveModel {
             license_id: Set(license.id.clone()),
             meter: Set(record.meter.clone()),
@@ -157,7 +161,8 @@ fn ledger_anomaly<'a>(device: &'a device::Model, problem: &LedgerProblem, record
     };
     let mut unverified_totals = std::collections::BTreeMap::<&str, i64>::new();
     for r in records {
-        *unverified_totals.entry(r.meter.as_str()).or_default() += r.quantity;
+        let total = unverified_totals.entry(r.meter.as_str()).or_default();
+        *total = total.saturating_add(r.quantity);
     }
     NewAnomaly {
         vendor_id: &device.vendor_id,
@@ -209,6 +214,12 @@ impl Domain {
         let find =
             || device::Entity::find_by_id(&claimed.device_id).filter(device::Column::VendorId.eq(&actor.vendor_id));
         let unknown = || Error::InvalidFile("the file names a device this vendor does not have".into());
+        let license_id = find().one(&tx).await?.ok_or_else(unknown)?.license_id;
+        // Hold the license row first, as every device change does, then read the device (and
+        // the key it activated with) under it.
+        let (license, policy) = with_policy(&tx, license::Entity::find_by_id(&license_id), true)
+            .await?
+            .ok_or(Error::NotFound("license"))?;
         let device = find().one(&tx).await?.ok_or_else(unknown)?;
         let key = device
             .public_key
@@ -223,14 +234,15 @@ impl Domain {
                 "the file does not match the device's activation (license or fingerprint differ)".into(),
             ));
         }
-        if let Some(bad) = file
-            .records
-            .iter()
-            .find(|r| r.quantity < 1 || r.meter.is_empty() || r.meter.len() > MAX_METER_LEN)
-        {
+        let meters = policy_meters(&policy);
+        if let Some(bad) = file.records.iter().find(|r| {
+            !(1..=ledger::MAX_QUANTITY).contains(&r.quantity)
+                || r.meter.len() > MAX_METER_LEN
+                || !meters.iter().any(|m| m.code == r.meter)
+        }) {
             return Err(Error::InvalidFile(format!(
-                "ledger record {} has an invalid meter or quantity",
-                bad.seq
+                "ledger record {} names a meter this license does not have ({:?}) or an invalid quantity",
+                bad.seq, bad.meter
             )));
         }
         let digest = hex::encode(Sha256::digest(
@@ -248,12 +260,12 @@ impl Domain {
                 }
                 Claim::New { row_id } => row_id,
             };
-        // Hold the license row, then read the device again: a concurrent release or import has
-        // either finished or waits.
-        let (license, policy) = with_policy(&tx, license::Entity::find_by_id(&device.license_id), true)
-            .await?
-            .ok_or(Error::NotFound("license"))?;
-        let device = find().one(&tx).await?.ok_or_else(unknown)?;
+        if device.status != DeviceStatus::Released && file.license_file_time < device.activated_at {
+            return Err(Error::InvalidFile(format!(
+                "this deactivation file belongs to an earlier activation: the device was activated again at {}",
+                device.activated_at.to_rfc3339()
+            )));
+        }
         let acknowledged = device
             .ledger_seq
             .zip(device.ledger_hash.clone())
@@ -269,46 +281,48 @@ impl Domain {
             duplicate_records: 0,
             anomalies: Vec::new(),
         };
-        match ledger::verify_chain(&device.id, &key, acknowledged.as_ref(), &file.records) {
-            Ok(check) => {
-                receipt.accepted_records = count_records(
-                    &tx,
-                    &license,
-                    &policy,
-                    &device.id,
-                    &check.new_records,
-                    "deactivation",
-                    now,
-                )
-                .await?;
-                receipt.duplicate_records = file.records.len() - receipt.accepted_records;
-                if let Some(last) = check.new_records.last() {
-                    device::Entity::update_many()
-                        .col_expr(device::Column::LedgerSeq, Expr::value(i64::try_from(last.seq).ok()))
-                        .col_expr(device::Column::LedgerHash, Expr::value(Some(last.hash.clone())))
-                        .filter(device::Column::Id.eq(&device.id))
-                        .exec(&tx)
-                        .await?;
+        if self
+            .already_counted(&tx, &license, &device, acknowledged.as_ref(), &file.records)
+            .await?
+        {
+            receipt.duplicate_records = file.records.len();
+        } else {
+            match ledger::verify_chain(&device.id, &key, acknowledged.as_ref(), &file.records) {
+                Ok(check) => {
+                    receipt.accepted_records = count_records(
+                        &tx,
+                        &license,
+                        &policy,
+                        &device.id,
+                        &check.new_records,
+                        "deactivation",
+                        now,
+                    )
+                    .await?;
+                    receipt.duplicate_records = file.records.len() - receipt.accepted_records;
+                    if let Some(last) = check.new_records.last() {
+                        device::Entity::update_many()
+                            .col_expr(device::Column::LedgerSeq, Expr::value(i64::try_from(last.seq).ok()))
+                            .col_expr(device::Column::LedgerHash, Expr::value(Some(last.hash.clone())))
+                            .filter(device::Column::Id.eq(&device.id))
+                            .exec(&tx)
+                            .await?;
+                    }
                 }
-            }
-            Err(problem @ (LedgerProblem::Tampered { .. } | LedgerProblem::BadSignature { .. })) => {
-                return Err(Error::InvalidFile(format!(
-                    "the usage ledger in the file is invalid: {problem}"
-                )));
-            }
-            Err(problem) => {
-                let flagged = anomalies::flag(&tx, ledger_anomaly(&device, &problem, &file.records), now).await?;
-                receipt.anomalies.extend(flagged);
+                Err(problem @ (LedgerProblem::Tampered { .. } | LedgerProblem::BadSignature { .. })) => {
+                    return Err(Error::InvalidFile(format!(
+                        "the usage ledger in the file is invalid: {problem}"
+                    )));
+                }
+                Err(problem) => {
+                    let flagged = anomalies::flag(&tx, ledger_anomaly(&device, &problem, &file.records), now).await?;
+                    receipt.anomalies.extend(flagged);
+                }
             }
         }
         let device = find().one(&tx).await?.ok_or_else(unknown)?;
         receipt.device = if device.status == DeviceStatus::Released {
             device
-        } else if file.license_file_time < device.activated_at {
-            return Err(Error::InvalidFile(format!(
-                "this deactivation file belongs to an earlier activation: the device was activated again at {}",
-                device.activated_at.to_rfc3339()
-            )));
         } else {
             release_in(&tx, actor, &license, device, "device.import_deactivation", now).await?
         };
@@ -316,6 +330,44 @@ impl Domain {
         tx.commit().await?;
         self.device_tokens.remember(&receipt.device);
         Ok(receipt)
+    }
+
+    /// Whether every record is at or before the acknowledged position and is exactly the
+    /// record counted there (a file older than one imported before: duplicates, not a
+    /// restored ledger).
+    async fn already_counted(
+        &self,
+        tx: &DatabaseTransaction,
+        license: &license::Model,
+        device: &device::Model,
+        acknowledged: Option<&UsageAck>,
+        records: &[LedgerRecord],
+    ) -> Result<bool> {
+        let (Some(ack), Some(last)) = (acknowledged, records.last()) else {
+            return Ok(false);
+        };
+        if last.seq > ack.seq {
+            return Ok(false);
+        }
+        let keys: Vec<String> = records
+            .iter()
+            .map(|r| format!("ledger:{}:{}", device.id, r.seq))
+            .collect();
+        let stored: Vec<(String, Option<String>)> = usage_record::Entity::find()
+            .select_only()
+            .column(usage_record::Column::IdempotencyKey)
+            .column(usage_record::Column::LedgerHash)
+            .filter(usage_record::Column::LicenseId.eq(&license.id))
+            .filter(usage_record::Column::IdempotencyKey.is_in(keys))
+            .into_tuple()
+            .all(tx)
+            .await?;
+        Ok(records.iter().all(|r| {
+            let key = format!("ledger:{}:{}", device.id, r.seq);
+            stored
+                .iter()
+                .any(|(k, hash)| *k == key && hash.as_deref() == Some(r.hash.as_str()))
+        }))
     }
 
     /// A license's use of each of its policy's meters in the current period.

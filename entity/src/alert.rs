@@ -19,6 +19,8 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub acknowledged_at: Option<DateTimeUtc>,
     pub acknowledged_by: Option<String>,
+    /// When staff were emailed about it (or it was decided no email goes out).
+    pub notified_at: Option<DateTimeUtc>,
 }
 
 /// Tables this one points to.

@@ -4,6 +4,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_create_data_model;
+mod m20261123_000001_alert_notifications;
 
 /// Every migration of the licensing database, oldest first.
 pub struct Migrator;
@@ -11,6 +12,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261122_000001_create_data_model::Migration)]
+        vec![
+            Box::new(m20261122_000001_create_data_model::Migration),
+            Box::new(m20261123_000001_alert_notifications::Migration),
+        ]
     }
 }

@@ -18,6 +18,9 @@ use sha2::{Digest, Sha256};
 
 use crate::license_file::UsageAck;
 
+/// Largest quantity one record may carry (readers refuse more, so totals never overflow).
+pub const MAX_QUANTITY: i64 = 1_000_000_000;
+
 /// One consumption record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerRecord {

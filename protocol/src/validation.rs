@@ -130,7 +130,19 @@ pub fn evaluate(
             );
         }
         "REVOKED" => return Verdict::new(ValidationCode::Revoked, "the license was revoked"),
-        _ => {}
+        "EXPIRED" => {
+            return Verdict::new(
+                ValidationCode::Expired,
+                "the license had expired when this file was signed; renew it with the vendor",
+            );
+        }
+        "ACTIVE" => {}
+        other => {
+            return Verdict::new(
+                ValidationCode::Suspended,
+                format!("the file names a license status this client does not know ({other:?}): update the software"),
+            );
+        }
     }
     if let Some(expires_at) = payload.expires_at
         && expires_at <= now

@@ -83,7 +83,12 @@ async fn every_mutation(backend: Backend) {
         tests::license_with_policy(&server, &owner, "maxActivations: 1, deploymentMode: HYBRID").await;
     let offline_request = tests::activation_request(&hybrid_key, 7, "plant", Default::default());
     // A second offline device, and the deactivation file it writes.
-    let (_, _, lab_key) = tests::license_with_policy(&server, &owner, "deploymentMode: OFFLINE").await;
+    let (_, _, lab_key) = tests::license_with_policy(
+        &server,
+        &owner,
+        "deploymentMode: OFFLINE, meters: [{code: \"calls\", resetPeriod: NEVER}]",
+    )
+    .await;
     let lab = server
         .ok(
             &owner,

@@ -34,6 +34,20 @@ async fn offline_activation(server: &TestServer, token: &str, machine: &ClientMa
     )
 }
 
+/// The same license file with its payload edited (version 99) and the signature kept: it
+/// parses, but does not verify.
+fn forged(text: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let json = protocol::armour::decode("LICENSE FILE", text).unwrap();
+    let mut envelope: Value = serde_json::from_slice(&json).unwrap();
+    let mut payload: Value =
+        serde_json::from_slice(&b64.decode(envelope["payload"].as_str().unwrap()).unwrap()).unwrap();
+    payload["version"] = json!(99);
+    envelope["payload"] = json!(b64.encode(serde_json::to_vec(&payload).unwrap()));
+    protocol::armour::encode("LICENSE FILE", &serde_json::to_vec(&envelope).unwrap())
+}
+
 fn state_snapshot(machine: &ClientMachine) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(machine.state())
         .unwrap()
@@ -85,6 +99,7 @@ async fn scenario_2_air_gapped(backend: Backend) {
     lines[1].replace_range(0..1, flipped);
     let tampered = lines.join("\n");
     refused(&machine, "tampered.lic", &tampered, "not installed");
+    refused(&machine, "forged.lic", &forged(&good), "signature does not verify");
     refused(&machine, "truncated.lic", &good[..good.len() / 2], "not installed");
     refused(
         &machine,
@@ -134,6 +149,14 @@ async fn scenario_2_air_gapped(backend: Backend) {
     let missing = machine.run(&["status", "--json", "--entitlement", "sso"]);
     assert_eq!(missing.code, 1);
     assert!(missing.stdout.contains("ENTITLEMENT_MISSING"), "{missing:?}");
+
+    // A license.lic edited in place is not trusted.
+    let installed = machine.state().join("license.lic");
+    let original = std::fs::read_to_string(&installed).unwrap();
+    std::fs::write(&installed, forged(&original)).unwrap();
+    let status = machine.status();
+    assert_eq!(status["code"], "INVALID_FILE", "{status}");
+    std::fs::write(&installed, original).unwrap();
 
     // The same state on other hardware: one component of four swapped passes, two do not.
     machine.components = "machine-id=m-a,mac=aa:aa,cpu=Xeon,disk=NEW".into();
@@ -242,6 +265,14 @@ async fn scenario_4_offline_deactivation(backend: Backend) {
     );
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(text.starts_with("-----BEGIN DEACTIVATION FILE-----"));
+    // The file of the activation given back cannot bring it back.
+    refused(
+        &machine,
+        "revive.lic",
+        &std::fs::read_to_string(&file).unwrap(),
+        "gave its seat back",
+    );
+    assert_eq!(machine.status()["code"], "NOT_ACTIVATED");
 
     let usage = || async {
         server
@@ -421,3 +452,71 @@ async fn scenario_7_check_out(backend: Backend) {
     assert!(ended["detail"].as_str().unwrap().contains("check-out ended"), "{ended}");
 }
 on_both_databases!(scenario_7_check_out_through_the_client, scenario_7_check_out);
+
+/// Two deactivation files with overlapping records (the machine activated again before the
+/// first was imported): whatever the order, each record counts once, and the older file is
+/// reported as duplicates, not as a restored ledger.
+async fn overlapping_deactivations(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let token = server.owner_token.clone();
+    let (_, license, key) = license_with_policy(
+        &server,
+        &token,
+        "maxActivations: 1, deploymentMode: OFFLINE, meters: [{code: \"scans\", resetPeriod: NEVER}]",
+    )
+    .await;
+    let machine = ClientMachine::new(&server, &token, MACHINE_A).await;
+    let (_, file) = offline_activation(&server, &token, &machine, &key).await;
+    machine.ok(&["install", &file]);
+    machine.ok(&["use", "scans", "2"]);
+    machine.ok(&["use", "scans", "3"]);
+    let first = machine.file("first.txt");
+    machine.ok(&["deactivate", "--out", first.to_str().unwrap()]);
+    // Activated again (the seat is still held: the first file was not imported yet).
+    let (_, again) = offline_activation(&server, &token, &machine, &key).await;
+    machine.ok(&["install", &again]);
+    machine.ok(&["use", "scans", "4"]);
+    let second = machine.file("second.txt");
+    machine.ok(&["deactivate", "--out", second.to_str().unwrap()]);
+
+    // The first file belongs to the earlier activation: it cannot release the current one.
+    let stale = server
+        .gql(
+            Some(&token),
+            IMPORT,
+            json!({ "f": std::fs::read_to_string(&first).unwrap() }),
+        )
+        .await;
+    assert_eq!(error_code(&stale), Some("INVALID_FILE"), "{stale}");
+    assert_eq!(active_devices(&server, &license).await, 1);
+    let receipt = server
+        .ok(
+            &token,
+            IMPORT,
+            json!({ "f": std::fs::read_to_string(&second).unwrap() }),
+        )
+        .await["importDeactivation"]
+        .clone();
+    assert_eq!(receipt["acceptedRecords"], 3, "{receipt}");
+    assert_eq!(active_devices(&server, &license).await, 0);
+    // Now the first file's records are all counted already: duplicates, no anomaly.
+    let late = server
+        .ok(&token, IMPORT, json!({ "f": std::fs::read_to_string(&first).unwrap() }))
+        .await["importDeactivation"]
+        .clone();
+    assert_eq!(late["acceptedRecords"], 0, "{late}");
+    assert_eq!(late["duplicateRecords"], 2);
+    assert_eq!(late["anomalies"], json!([]));
+    let used = server
+        .ok(
+            &token,
+            "query($id: ID) { license(id: $id) { usage { used } } }",
+            json!({ "id": license }),
+        )
+        .await;
+    assert_eq!(used["license"]["usage"][0]["used"], 9, "{used}");
+}
+on_both_databases!(
+    overlapping_deactivation_files_count_each_record_once,
+    overlapping_deactivations
+);

@@ -213,6 +213,31 @@ async fn deactivation_problems(backend: Backend) {
         error_code(&server.gql(Some(&read_only), IMPORT, json!({ "f": gap })).await),
         Some("FORBIDDEN")
     );
+    // Files the device signed but whose ledger or names are wrong change nothing.
+    let mut altered = ledger.clone();
+    altered[1].quantity = 300;
+    let other_key = ed25519_dalek::SigningKey::from_bytes(&[6; 32]);
+    let foreign = vec![protocol::ledger::append(
+        device_id,
+        &other_key,
+        None,
+        "scans",
+        1,
+        chrono::Utc::now(),
+    )];
+    let mut wrong_license: protocol::offline::DeactivationFile =
+        protocol::offline::peek(&deactivation(5, first_file, Vec::new())).unwrap();
+    wrong_license.license_id = format!("{license}-other");
+    let wrong_license = protocol::offline::write(&wrong_license, &device_key).unwrap();
+    for (why, bad) in [
+        ("altered record", deactivation(5, first_file, altered)),
+        ("record signed by another key", deactivation(5, first_file, foreign)),
+        ("other license", wrong_license),
+    ] {
+        let res = server.gql(Some(&token), IMPORT, json!({ "f": bad })).await;
+        assert_eq!(error_code(&res), Some("INVALID_FILE"), "{why}: {res}");
+    }
+    assert_eq!(active_devices(&server, &license).await, 1);
     // A stale file written now but imported after a re-activation (below).
     let stale = deactivation(5, first_file, Vec::new());
 

@@ -1,0 +1,124 @@
+//! What every server process (`licensing-api`, `licensing-worker`) is configured with, read
+//! once from the environment at start-up: where local state lives, the database, the master
+//! secret and the clock.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use secrecy::{ExposeSecret, SecretBox};
+
+/// The settings every server process shares.
+///
+/// | variable | default | meaning |
+/// |---|---|---|
+/// | `DATA_DIR` | `./data` | embedded database, generated secret, owner token, job queue, mail files |
+/// | `DATABASE_URL` | `sqlite://<DATA_DIR>/licensing.db?mode=rwc` | SQLite or `postgres://...` |
+/// | `LICENSING_SECRET` | generated into `DATA_DIR/secret` | master secret (>= 32 bytes); required with PostgreSQL |
+/// | `LICENSING_CLOCK_OFFSET_FILE` | unset | tests only: a file holding seconds to add to the clock |
+pub struct Settings {
+    /// Where local state lives.
+    pub data_dir: PathBuf,
+    /// The licensing database.
+    pub database_url: String,
+    /// The master secret.
+    pub secret: SecretBox<Vec<u8>>,
+    /// Tests only: a file of seconds added to the clock, so tests can move time.
+    pub clock_offset_file: Option<PathBuf>,
+}
+
+/// A set, non-blank environment variable.
+#[must_use]
+pub fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl Settings {
+    /// Reads the environment, creating `DATA_DIR` and a generated secret when needed.
+    ///
+    /// # Errors
+    /// When `DATA_DIR` cannot be created, or PostgreSQL is used without `LICENSING_SECRET`.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let data_dir = PathBuf::from(env("DATA_DIR").unwrap_or_else(|| "./data".into()));
+        std::fs::create_dir_all(&data_dir).with_context(|| format!("creating DATA_DIR {}", data_dir.display()))?;
+        let database_url =
+            env("DATABASE_URL").unwrap_or_else(|| format!("sqlite://{}/licensing.db?mode=rwc", data_dir.display()));
+        let secret = match env("LICENSING_SECRET") {
+            Some(secret) => secret.into_bytes(),
+            None if database_url.starts_with("postgres") => {
+                bail!("LICENSING_SECRET is required with PostgreSQL: every API and worker process must share it")
+            }
+            None => generated_secret(&data_dir)?,
+        };
+        Ok(Self {
+            data_dir,
+            database_url,
+            secret: SecretBox::new(Box::new(secret)),
+            clock_offset_file: env("LICENSING_CLOCK_OFFSET_FILE").map(PathBuf::from),
+        })
+    }
+
+    /// The master secret's derived keys.
+    ///
+    /// # Errors
+    /// When the secret is shorter than 32 bytes.
+    pub fn master_secret(&self) -> anyhow::Result<crate::MasterSecret> {
+        crate::MasterSecret::new(self.secret.expose_secret()).context("LICENSING_SECRET")
+    }
+
+    /// The clock: the system's, or moved by the offset file in tests.
+    #[must_use]
+    pub fn clock(&self) -> crate::Clock {
+        self.clock_offset_file
+            .clone()
+            .map_or(crate::Clock::System, crate::Clock::OffsetFile)
+    }
+
+    /// Connects to the database, applies pending migrations, and builds the domain handle.
+    ///
+    /// # Errors
+    /// When the database cannot be reached or migrated, or the secret is too short.
+    pub async fn open_domain(&self) -> anyhow::Result<crate::Domain> {
+        let pools = crate::db::connect(&self.database_url)
+            .await
+            .context("connecting to DATABASE_URL")?;
+        crate::db::migrate(&pools.write).await.context("applying migrations")?;
+        Ok(crate::Domain::new(pools, self.master_secret()?, self.clock()))
+    }
+}
+
+/// Reads `DATA_DIR/secret`, creating it (mode 0600, 32 random bytes in hex) on first start.
+fn generated_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = data_dir.join("secret");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        return Ok(existing.trim().as_bytes().to_vec());
+    }
+    let secret = hex_secret();
+    write_private(&path, &secret)?;
+    Ok(secret.into_bytes())
+}
+
+fn hex_secret() -> String {
+    crate::secrets::random_bytes::<32>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Writes `contents` to a new file readable only by its owner (mode 0600).
+///
+/// # Errors
+/// IO errors.
+pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! The periodic work the workers run, each safe to run twice at once (several worker
+//! processes): every change is a conditional statement on the rows as they are now, and every
+//! email is promised through a claim or a dedupe key.
+//!
+//! - [`Domain::sweep_dead_devices`]: set-based over the indexed `heartbeat_deadline_at`, in
+//!   chunks; marks overdue devices DEAD, frees seats per the policy's `deadDeviceAction`, one
+//!   DEVICE_DEAD alert per death.
+//! - [`Domain::send_alert_digests`]: one email per vendor listing the alerts staff were not yet
+//!   told about (500 devices dying at once make one email, not 500).
+//! - [`Domain::promise_renewal_notices`]: one notice per license per threshold before expiry.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use entity::enums::{AlertKind, DeadDeviceAction, DeviceStatus, LicenseStatus};
+use entity::{alert, customer, device, license, policy, product, vendor};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde_json::json;
+
+use crate::alerts;
+use crate::catalog::string_list;
+use crate::db::begin_write;
+use crate::devices::{dead_alert, release_seats};
+use crate::outbox::{self, NewEmail};
+use crate::{Domain, Result};
+
+/// Devices marked dead per transaction.
+const DEAD_CHUNK: u64 = 500;
+/// Alerts put in one digest.
+const DIGEST_CHUNK: u64 = 1000;
+/// Licenses considered per renewal transaction.
+const RENEWAL_CHUNK: u64 = 500;
+
+fn dead_now(ids: &[String], now: DateTime<Utc>) -> sea_orm::UpdateMany<device::Entity> {
+    device::Entity::update_many()
+        .col_expr(device::Column::Status, Expr::value(DeviceStatus::Dead))
+        .col_expr(device::Column::UpdatedAt, Expr::value(now))
+        .filter(device::Column::Id.is_in(ids.iter().cloned()))
+        .filter(device::Column::Status.is_not_in([DeviceStatus::Dead, DeviceStatus::Released]))
+        .filter(device::Column::HeartbeatDeadlineAt.lt(now))
+}
+
+impl Domain {
+    /// Marks every device past its heartbeat deadline DEAD; returns how many died.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn sweep_dead_devices(&self) -> Result<usize> {
+        let now = self.clock.now();
+        let mut died = 0;
+        loop {
+            let tx = begin_write(&self.writer).await?;
+            let overdue = device::Entity::find()
+                .filter(device::Column::HeartbeatDeadlineAt.lt(now))
+                .filter(device::Column::Status.is_not_in([DeviceStatus::Dead, DeviceStatus::Released]))
+                .order_by_asc(device::Column::HeartbeatDeadlineAt)
+                .limit(DEAD_CHUNK)
+                .all(&tx)
+                .await?;
+            if overdue.is_empty() {
+                break;
+            }
+            let full_chunk = overdue.len() as u64 == DEAD_CHUNK;
+            let mut by_license: BTreeMap<String, Vec<device::Model>> = BTreeMap::new();
+            for d in overdue {
+                by_license.entry(d.license_id.clone()).or_default().push(d);
+            }
+            // Lock the licenses first, in id order, as the request paths do (license, then its
+            // devices): no deadlock with a concurrent heartbeat or activation.
+            let licenses = license::Entity::find()
+                .filter(license::Column::Id.is_in(by_license.keys().cloned()))
+                .order_by_asc(license::Column::Id)
+                .lock_exclusive()
+                .all(&tx)
+                .await?;
+            let policies: BTreeMap<String, policy::Model> = policy::Entity::find()
+                .filter(policy::Column::Id.is_in(licenses.iter().map(|l| l.policy_id.clone())))
+                .all(&tx)
+                .await?
+                .into_iter()
+                .map(|p| (p.id.clone(), p))
+                .collect();
+            for license in &licenses {
+                let Some(devices) = by_license.get(&license.id) else {
+                    continue;
+                };
+                let release = policies
+                    .get(&license.policy_id)
+                    .is_some_and(|p| p.dead_device_action == DeadDeviceAction::ReleaseSeat);
+                let ids: Vec<String> = devices.iter().map(|d| d.id.clone()).collect();
+                let mut freed: Vec<device::Model> = Vec::new();
+                if release {
+                    freed = dead_now(&ids, now)
+                        .col_expr(device::Column::HoldsSeat, Expr::value(false))
+                        .filter(device::Column::HoldsSeat.eq(true))
+                        .exec_with_returning(&tx)
+                        .await?;
+                    if !freed.is_empty() {
+                        release_seats(&tx, license, i32::try_from(freed.len()).unwrap_or(i32::MAX)).await?;
+                    }
+                }
+                let kept = dead_now(&ids, now).exec_with_returning(&tx).await?;
+                for d in &freed {
+                    alerts::raise(&tx, dead_alert(license, d, true), now).await?;
+                }
+                for d in &kept {
+                    alerts::raise(&tx, dead_alert(license, d, false), now).await?;
+                }
+                died += freed.len() + kept.len();
+            }
+            tx.commit().await?;
+            if !full_chunk {
+                break;
+            }
+        }
+        Ok(died)
+    }
+
+    /// Emails each vendor's alert recipients one digest of the alerts not yet emailed;
+    /// returns how many digests were promised. Vendors without recipients have their
+    /// alerts marked as told.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn send_alert_digests(&self) -> Result<usize> {
+        let now = self.clock.now();
+        let tx = begin_write(&self.writer).await?;
+        let vendor_ids: Vec<String> = alert::Entity::find()
+            .select_only()
+            .column(alert::Column::VendorId)
+            .distinct()
+            .filter(alert::Column::NotifiedAt.is_null())
+            .into_tuple()
+            .all(&tx)
+            .await?;
+        let mut digests = 0;
+        for vendor_id in vendor_ids {
+            // Claim the alerts: a concurrent digest (another worker) gets none of them.
+            let ids: Vec<String> = alert::Entity::find()
+                .select_only()
+                .column(alert::Column::Id)
+                .filter(alert::Column::VendorId.eq(&vendor_id))
+                .filter(alert::Column::NotifiedAt.is_null())
+                .order_by_asc(alert::Column::Id)
+                .limit(DIGEST_CHUNK)
+                .into_tuple()
+                .all(&tx)
+                .await?;
+            let mut claimed = alert::Entity::update_many()
+                .col_expr(alert::Column::NotifiedAt, Expr::value(Some(now)))
+                .filter(alert::Column::Id.is_in(ids))
+                .filter(alert::Column::NotifiedAt.is_null())
+                .exec_with_returning(&tx)
+                .await?;
+            let Some(vendor) = vendor::Entity::find_by_id(&vendor_id).one(&tx).await? else {
+                continue;
+            };
+            let to = string_list(&vendor.alert_emails);
+            if claimed.is_empty() || to.is_empty() {
+                continue;
+            }
+            claimed.sort_by(|a, b| a.id.cmp(&b.id));
+            let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+            for a in &claimed {
+                *counts.entry(kind_label(a.kind)).or_default() += 1;
+            }
+            let summary: Vec<String> = counts.iter().map(|(label, n)| format!("{n} {label}")).collect();
+            let email = NewEmail {
+                vendor_id: &vendor.id,
+                kind: "alert_digest",
+                to,
+                subject: format!("[{}] {}", vendor.name, summary.join(", ")),
+                context: json!({
+                    "vendor": vendor.name,
+                    "summary": summary,
+                    "alerts": claimed.iter().map(|a| json!({
+                        "kind": a.kind, "message": a.message, "created_at": a.created_at.to_rfc3339(),
+                        "license_id": a.license_id, "device_id": a.device_id,
+                    })).collect::<Vec<_>>(),
+                }),
+                attachments: Vec::new(),
+                dedupe_key: claimed.first().map(|a| format!("alert-digest:{}", a.id)),
+            };
+            if outbox::promise(&tx, email, now).await? {
+                digests += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(digests)
+    }
+
+    /// Promises a renewal notice for every active license whose expiry is within one of
+    /// `thresholds_days` (only the nearest threshold: a license issued 5 days before expiry
+    /// gets the 7-day notice, not the 30-day one too), once per license, threshold and expiry
+    /// (a renewal starts a new cycle). Returns how many were promised.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn promise_renewal_notices(&self, thresholds_days: &[i64]) -> Result<usize> {
+        let Some(&widest) = thresholds_days.iter().max() else {
+            return Ok(0);
+        };
+        let now = self.clock.now();
+        let mut promised = 0;
+        let mut after = String::new();
+        loop {
+            let tx = begin_write(&self.writer).await?;
+            let rows = license::Entity::find()
+                .filter(license::Column::Status.eq(LicenseStatus::Active))
+                .filter(license::Column::ExpiresAt.gt(now))
+                .filter(license::Column::ExpiresAt.lte(now + Duration::days(widest)))
+                .filter(license::Column::CustomerId.is_not_null())
+                .filter(license::Column::Id.gt(&after))
+                .order_by_asc(license::Column::Id)
+                .limit(RENEWAL_CHUNK)
+                .find_also_related(customer::Entity)
+                .all(&tx)
+                .await?;
+            let Some(last) = rows.last() else {
+                break;
+            };
+            after = last.0.id.clone();
+            let full_chunk = rows.len() as u64 == RENEWAL_CHUNK;
+            for (license, customer) in rows {
+                let (Some(expires_at), Some(customer)) = (license.expires_at, customer) else {
+                    continue;
+                };
+                let Some(email) = customer.email.clone() else {
+                    continue;
+                };
+                let left = expires_at - now;
+                let Some(days) = thresholds_days
+                    .iter()
+                    .copied()
+                    .filter(|d| left <= Duration::days(*d))
+                    .min()
+                else {
+                    continue;
+                };
+                let (vendor, product) = (
+                    vendor::Entity::find_by_id(&license.vendor_id).one(&tx).await?,
+                    product::Entity::find_by_id(&license.product_id).one(&tx).await?,
+                );
+                let (Some(vendor), Some(product)) = (vendor, product) else {
+                    continue;
+                };
+                let notice = NewEmail {
+                    vendor_id: &license.vendor_id,
+                    kind: "renewal_notice",
+                    to: vec![email],
+                    subject: format!(
+                        "Your {} license expires on {}",
+                        product.name,
+                        expires_at.format("%Y-%m-%d")
+                    ),
+                    context: json!({
+                        "customer": customer.name,
+                        "vendor": vendor.name,
+                        "product": product.name,
+                        "license_id": license.id,
+                        "key_hint": license.key_last4,
+                        "expires_at": expires_at.to_rfc3339(),
+                        "expires_on": expires_at.format("%A %-d %B %Y, %H:%M UTC").to_string(),
+                        "days": days,
+                    }),
+                    attachments: Vec::new(),
+                    dedupe_key: Some(format!("renewal:{}:{}:{days}", license.id, expires_at.timestamp())),
+                };
+                if outbox::promise(&tx, notice, now).await? {
+                    promised += 1;
+                }
+            }
+            tx.commit().await?;
+            if !full_chunk {
+                break;
+            }
+        }
+        Ok(promised)
+    }
+}
+
+fn kind_label(kind: AlertKind) -> &'static str {
+    match kind {
+        AlertKind::DeviceDead => "devices stopped heartbeating",
+        AlertKind::ActivationLimitReached => "licenses reached their seat cap",
+        AlertKind::Anomaly => "anomalies",
+        AlertKind::SubscriptionChanged => "subscription changes",
+        AlertKind::LicenseExpiring => "licenses expiring",
+        AlertKind::EmailFailed => "emails failed",
+    }
+}

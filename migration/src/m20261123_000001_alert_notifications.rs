@@ -1,0 +1,37 @@
+//! Alerts remember when staff were emailed about them (`notified_at`), so the alert digest
+//! emails each alert once even with several workers running.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table("alerts")
+                .add_column(timestamp_with_time_zone_null("notified_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("ix_alerts_notified")
+                .table("alerts")
+                .col("notified_at")
+                .col("vendor_id")
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_index(Index::drop().name("ix_alerts_notified").table("alerts").to_owned())
+            .await?;
+        m.alter_table(Table::alter().table("alerts").drop_column("notified_at").to_owned())
+            .await
+    }
+}
