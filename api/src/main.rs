@@ -72,6 +72,22 @@ async fn serve(config: Config, domain: Domain) -> anyhow::Result<()> {
         );
         println!("{}", created.owner_token);
     }
+    // WORKERS=embedded: the job workers run in this process until the HTTP server stops.
+    let (stop_workers, workers_stopped) = tokio::sync::oneshot::channel::<()>();
+    let workers = if config.embedded_workers {
+        let worker_config = worker::WorkerConfig::from_env(&config.settings)?;
+        let domain = domain.clone();
+        Some(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = workers_stopped.await;
+            };
+            if let Err(e) = worker::run(domain, worker_config, shutdown).await {
+                tracing::error!(error = %e, "job workers stopped");
+            }
+        }))
+    } else {
+        None
+    };
     let state = AppState {
         schemas: api::graphql::Schemas::new(&domain, config.production),
         domain,
@@ -90,5 +106,9 @@ async fn serve(config: Config, domain: Domain) -> anyhow::Result<()> {
     .shutdown_timeout(10)
     .run()
     .await?;
+    let _ = stop_workers.send(());
+    if let Some(workers) = workers {
+        let _ = workers.await;
+    }
     Ok(())
 }
