@@ -15,10 +15,16 @@ if [ -z "$pg_bin" ]; then
   pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 fi
 
-# The device tests verify license files with OpenSSL, an Ed25519 implementation independent of ours.
-if ! command -v openssl >/dev/null; then
+# The device tests verify license files with OpenSSL, an Ed25519 implementation independent of
+# ours; the worker tests run the queue on Redis and send mail to a real SMTP server (aiosmtpd).
+missing=()
+command -v openssl >/dev/null || missing+=(openssl)
+command -v redis-server >/dev/null || missing+=(redis-server)
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}..."
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 work=$(mktemp -d /tmp/licensing-test.XXXXXX)

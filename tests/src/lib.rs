@@ -599,3 +599,242 @@ impl ClientMachine {
         status
     }
 }
+
+/// Waits up to `timeout` for `check` to return `Some`, polling every 100 ms.
+pub async fn eventually<T, F: Future<Output = Option<T>>>(timeout: Duration, what: &str, mut check: impl FnMut() -> F) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A real SMTP server on a free loopback port (Debian's `python3-aiosmtpd` with
+/// `tests/support/licensing_sink.py`): keeps every accepted message, refuses recipients
+/// starting with `reject` with 550, and can be stopped and started again on the same port.
+pub struct SmtpSink {
+    child: Option<Child>,
+    /// Its port.
+    pub port: u16,
+    dir: tempfile::TempDir,
+    delay_seconds: u32,
+}
+
+impl SmtpSink {
+    /// Starts a sink that accepts at once.
+    #[must_use]
+    pub fn start() -> Self {
+        Self::start_with_delay(0)
+    }
+
+    /// Starts a sink that takes `delay_seconds` over each message's DATA.
+    #[must_use]
+    pub fn start_with_delay(delay_seconds: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("licensing_sink.py"),
+            include_str!("../support/licensing_sink.py"),
+        )
+        .unwrap();
+        let mut sink = Self {
+            child: None,
+            port: free_port(),
+            dir,
+            delay_seconds,
+        };
+        sink.resume();
+        sink
+    }
+
+    /// `smtp://127.0.0.1:<port>`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops accepting connections (the port stays reserved for [`SmtpSink::resume`]).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts (again) on the same port and waits until it answers.
+    pub fn resume(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("sink.log")).unwrap();
+        let child = Command::new("/usr/bin/python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(["-c", "licensing_sink.Sink"])
+            .arg(self.dir.path().join("maildir"))
+            .arg(self.delay_seconds.to_string())
+            .env("PYTHONPATH", self.dir.path())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start the SMTP sink: apt-get install python3-aiosmtpd (scripts/test.sh does)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "the SMTP sink did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether a message is being received right now (with a delay).
+    #[must_use]
+    pub fn receiving(&self) -> bool {
+        self.dir.path().join("maildir").join("receiving").exists()
+    }
+
+    /// Every message accepted so far, parsed.
+    #[must_use]
+    pub fn messages(&self) -> Vec<Vec<u8>> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path().join("maildir").join("new"))
+            .map(|dir| dir.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files.iter().filter_map(|f| std::fs::read(f).ok()).collect()
+    }
+
+    /// Waits until at least `n` messages arrived; returns them all.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Vec<u8>> {
+        eventually(timeout, &format!("{n} emails"), || async {
+            let messages = self.messages();
+            (messages.len() >= n).then_some(messages)
+        })
+        .await
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A message's subject, text body and attachments (name, text).
+#[must_use]
+pub fn parse_email(raw: &[u8]) -> (String, String, Vec<(String, String)>, String) {
+    use mail_parser::MimeHeaders as _;
+    let message = mail_parser::MessageParser::default().parse(raw).expect("a MIME message");
+    let attachments = message
+        .attachments()
+        .map(|a| {
+            (
+                a.attachment_name().unwrap_or_default().to_owned(),
+                String::from_utf8_lossy(a.contents()).into_owned(),
+            )
+        })
+        .collect();
+    (
+        message.subject().unwrap_or_default().to_owned(),
+        message.body_text(0).unwrap_or_default().into_owned(),
+        attachments,
+        message.message_id().unwrap_or_default().to_owned(),
+    )
+}
+
+/// A throwaway Redis server on a free loopback port.
+pub struct RedisServer {
+    child: Child,
+    /// `redis://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+impl RedisServer {
+    /// Starts it and waits until it answers.
+    #[must_use]
+    pub fn start() -> Self {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server: apt-get install redis-server (scripts/test.sh does)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `licensing-worker` process sharing a server's database, secret, data directory
+/// (so its SQLite job queue) and clock.
+pub struct WorkerProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl WorkerProcess {
+    /// Kills it with SIGKILL (no chance to finish anything).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for it to exit; returns whether it exited cleanly.
+    #[must_use]
+    pub fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.wait().is_ok_and(|s| s.success())
+    }
+
+    /// What it logged.
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl TestServer {
+    /// Starts a `licensing-worker` next to this server with extra environment variables
+    /// (`SMTP_URL`, `REDIS_URL`, `HEARTBEAT_SWEEP_SECS`...).
+    #[must_use]
+    pub fn start_worker(&self, env: &[(&str, &str)]) -> WorkerProcess {
+        let log = self.data_dir.path().join(format!("worker-{}.log", uuid::Uuid::now_v7().simple()));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut command = Command::new(binary("licensing-worker"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATA_DIR", self.data_dir.path())
+            .env("DATABASE_URL", &self.database_url)
+            .env("LICENSING_SECRET", TEST_SECRET)
+            .env("LICENSING_CLOCK_OFFSET_FILE", self.data_dir.path().join("clock-offset"))
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file));
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        WorkerProcess {
+            child: command.spawn().expect("spawn licensing-worker"),
+            log,
+        }
+    }
+}

@@ -11,6 +11,7 @@ pub mod connection;
 pub mod context;
 pub mod customers;
 pub mod devices;
+pub mod emails;
 pub mod enums;
 pub mod error;
 pub mod licenses;
@@ -47,6 +48,7 @@ pub struct Query(
     licenses::LicenseQuery,
     devices::DeviceQuery,
     alerts::AlertQuery,
+    emails::EmailQuery,
     audit::AuditQuery,
 );
 

@@ -1,0 +1,392 @@
+//! The job workers against real processes: `licensing-api` (with `WORKERS=off`), one or two
+//! `licensing-worker`s, a real SMTP server, and the queue on SQLite (with SQLite) or Redis
+//! (with PostgreSQL): silent devices, renewal notices, refresh files, SMTP outages and
+//! rejections, and a worker killed mid-send.
+
+#![expect(clippy::unwrap_used, reason = "tests: a failure should stop the test loudly")]
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tests::{
+    Backend, RedisServer, SmtpSink, TestServer, WorkerProcess, activate, activation_request, components, eventually,
+    on_both_databases, parse_email, verify_license_file,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+const DAY: i64 = 86_400;
+
+/// The queue the workers use: SQLite next to SQLite, Redis next to PostgreSQL (the scale-out
+/// path). Keep the returned server alive for the test.
+fn queue(backend: Backend) -> (Option<RedisServer>, Vec<(String, String)>) {
+    match backend {
+        Backend::Sqlite => (None, Vec::new()),
+        Backend::Postgres => {
+            let redis = RedisServer::start();
+            let env = vec![("REDIS_URL".to_owned(), redis.url.clone())];
+            (Some(redis), env)
+        }
+    }
+}
+
+fn worker(server: &TestServer, queue: &[(String, String)], extra: &[(&str, &str)]) -> WorkerProcess {
+    let mut env: Vec<(&str, &str)> = queue.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.extend_from_slice(extra);
+    server.start_worker(&env)
+}
+
+async fn emails(server: &TestServer) -> Vec<Value> {
+    server
+        .ok(
+            &server.owner_token,
+            "{ emails(first: 100) { nodes { id kind to subject status attempts lastError messageId attachments } } }",
+            json!({}),
+        )
+        .await["emails"]["nodes"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn alerts(server: &TestServer, kind: &str) -> Vec<Value> {
+    let all = server
+        .ok(
+            &server.owner_token,
+            "{ alerts(first: 100) { nodes { kind message deviceId } } }",
+            json!({}),
+        )
+        .await;
+    all["alerts"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+async fn customer(server: &TestServer, external_id: &str, email: &str) -> String {
+    server
+        .ok(
+            &server.owner_token,
+            "mutation($e: String!, $m: String) { upsertCustomer(input: {externalId: $e, name: \"Plant Co\", email: $m}) { id } }",
+            json!({ "e": external_id, "m": email }),
+        )
+        .await["upsertCustomer"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A policy of `fields` and a license of it for `customer`, expiring at `expires_at`;
+/// returns (license id, key).
+async fn license_for(server: &TestServer, fields: &str, customer: &str, expires_at: Option<String>) -> (String, String) {
+    let (policy, _, _) = tests::license_with_policy(server, &server.owner_token, fields).await;
+    let issued = server
+        .ok(
+            &server.owner_token,
+            "mutation($p: ID!, $c: ID, $e: DateTime) { issueLicense(input: {policyId: $p, customerId: $c, expiresAt: $e}) { id key } }",
+            json!({ "p": policy, "c": customer, "e": expires_at }),
+        )
+        .await;
+    (
+        issued["issueLicense"]["id"].as_str().unwrap().to_owned(),
+        issued["issueLicense"]["key"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn in_days(days: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::days(days)).to_rfc3339()
+}
+
+/// Scenario 9: devices that stop heartbeating are DEAD within a sweep after their deadline,
+/// their seats freed; staff get one DEVICE_DEAD alert per device and one digest email, also
+/// with two workers running.
+async fn silent_devices(backend: Backend) {
+    let server = TestServer::start_with(backend, &[("WORKERS", "off")]).await;
+    let token = server.owner_token.clone();
+    let sink = SmtpSink::start();
+    let (_redis, queue) = queue(backend);
+    server
+        .ok(
+            &token,
+            "mutation { updateVendorSettings(input: {alertEmails: [\"cs@vendor.test\"]}) { id } }",
+            json!({}),
+        )
+        .await;
+    let (_, license, key) =
+        tests::license_with_policy(&server, &token, "maxActivations: 10, floating: true, heartbeatIntervalSeconds: 60")
+            .await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let fingerprint = format!("silent-{n}");
+        let res = activate(&server, &key, &fingerprint, components(&fingerprint)).await;
+        ids.push(res["data"]["activateDevice"]["device"]["id"].as_str().unwrap().to_owned());
+    }
+    let smtp = sink.url();
+    let env = [("SMTP_URL", smtp.as_str()), ("HEARTBEAT_SWEEP_SECS", "1")];
+    let _first = worker(&server, &queue, &env);
+    let _second = worker(&server, &queue, &env);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(tests::active_devices(&server, &license).await, 3, "alive until the deadline");
+
+    // Past the deadline (two intervals after the last heartbeat).
+    server.set_clock_offset(150);
+    eventually(WAIT, "the sweep to free every seat", || async {
+        (tests::active_devices(&server, &license).await == 0).then_some(())
+    })
+    .await;
+    let devices = server
+        .ok(&token, "{ devices(first: 10) { nodes { id status holdsSeat } } }", json!({}))
+        .await;
+    for d in devices["devices"]["nodes"].as_array().unwrap() {
+        assert_eq!(d["status"], "DEAD", "{d}");
+        assert_eq!(d["holdsSeat"], false);
+    }
+    let mail = sink.wait_for(1, WAIT).await;
+    // More sweeps, with both workers: nothing more.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(sink.messages().len(), 1, "one digest, not one email per device or per worker");
+    let dead = alerts(&server, "DEVICE_DEAD").await;
+    assert_eq!(dead.len(), 3, "one alert per death: {dead:?}");
+    let (subject, body, _, _) = parse_email(&mail[0]);
+    assert!(subject.contains("3 devices stopped heartbeating"), "{subject}");
+    for id in &ids {
+        assert!(body.contains(id.as_str()), "the digest names device {id}: {body}");
+    }
+    let sent = emails(&server).await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["status"], "SENT");
+    assert_eq!(sent[0]["to"], "cs@vendor.test");
+}
+on_both_databases!(silent_devices_die_once_with_one_digest_email, silent_devices);
+
+/// Renewal notices arrive once per license and threshold (only the nearest one), across
+/// restarts and with two workers.
+async fn renewal_notices(backend: Backend) {
+    let server = TestServer::start_with(backend, &[("WORKERS", "off")]).await;
+    let sink = SmtpSink::start();
+    let (_redis, queue) = queue(backend);
+    let buyer = customer(&server, "erp-1", "buyer@customer.test").await;
+    let (soon, _) = license_for(&server, "maxActivations: 1", &buyer, Some(in_days(5))).await;
+    license_for(&server, "maxActivations: 1", &buyer, Some(in_days(20))).await;
+    license_for(&server, "maxActivations: 1", &buyer, Some(in_days(90))).await;
+    let smtp = sink.url();
+    let env = [("SMTP_URL", smtp.as_str()), ("RENEWAL_SCAN_SECS", "1")];
+    let mut first = worker(&server, &queue, &env);
+    let _second = worker(&server, &queue, &env);
+
+    let mail = sink.wait_for(2, WAIT).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sink.messages().len(), 2, "one notice per license in range");
+    let bodies: Vec<String> = mail.iter().map(|m| parse_email(m).1).collect();
+    assert!(bodies.iter().any(|b| b.contains("in 7 days or less")), "{bodies:?}");
+    assert!(bodies.iter().any(|b| b.contains("in 30 days or less")), "{bodies:?}");
+    for (subject, body) in mail.iter().map(|m| {
+        let (s, b, _, _) = parse_email(m);
+        (s, b)
+    }) {
+        assert!(subject.starts_with("Your P license expires on"), "{subject}");
+        assert!(body.contains("renew it before then"), "{body}");
+    }
+
+    // A restart changes nothing.
+    first.kill();
+    let _third = worker(&server, &queue, &env);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sink.messages().len(), 2);
+
+    // Four days on, the first license is inside the 1-day threshold: one more notice.
+    server.set_clock_offset(4 * DAY);
+    sink.wait_for(3, WAIT).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sink.messages().len(), 3);
+    let last = parse_email(&sink.messages()[2]).1;
+    assert!(last.contains("in 1 day or less"), "{last}");
+    let all = emails(&server).await;
+    assert!(all.iter().all(|e| e["status"] == "SENT" && e["kind"] == "renewal_notice"), "{all:?}");
+    assert!(!soon.is_empty());
+}
+on_both_databases!(renewal_notices_once_per_threshold, renewal_notices);
+
+/// Renewing a license with an offline device emails the customer one message whose
+/// attachment is a license file that verifies and carries the new expiry.
+async fn refresh_files(backend: Backend) {
+    let server = TestServer::start_with(backend, &[("WORKERS", "off")]).await;
+    let token = server.owner_token.clone();
+    let sink = SmtpSink::start();
+    let (_redis, queue) = queue(backend);
+    let buyer = customer(&server, "erp-2", "plant@customer.test").await;
+    let (license, key) = license_for(
+        &server,
+        "durationSeconds: 2592000, maxActivations: 2, deploymentMode: OFFLINE",
+        &buyer,
+        Some(in_days(60)),
+    )
+    .await;
+    let comps = protocol::fingerprint::components([("mac", "aa"), ("disk", "d1")]).unwrap();
+    let fp = protocol::fingerprint::fingerprint(&comps);
+    let device = server
+        .ok(
+            &token,
+            "mutation($r: String!) { generateOfflineLicense(request: $r) { device { id } } }",
+            json!({ "r": activation_request(&key, 3, &fp, comps) }),
+        )
+        .await["generateOfflineLicense"]["device"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let smtp = sink.url();
+    let _worker = worker(&server, &queue, &[("SMTP_URL", smtp.as_str())]);
+
+    let renewed = server
+        .ok(&token, "mutation($id: ID!) { renewLicense(id: $id) { expiresAt version } }", json!({ "id": license }))
+        .await["renewLicense"]
+        .clone();
+    let mail = sink.wait_for(1, WAIT).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sink.messages().len(), 1, "one email for the change");
+    let (subject, body, attachments, _) = parse_email(&mail[0]);
+    assert!(subject.contains("Updated license files"), "{subject}");
+    assert!(body.contains("licensing-client install"), "{body}");
+    assert_eq!(attachments.len(), 1, "one file per offline device");
+    assert!(attachments[0].0.ends_with(".lic"), "{:?}", attachments[0].0);
+    let payload = verify_license_file(&server, &attachments[0].1).await;
+    assert_eq!(payload.device.id, device);
+    assert_eq!(payload.version, renewed["version"].as_i64().unwrap());
+    assert_eq!(
+        payload.expires_at.unwrap(),
+        renewed["expiresAt"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap()
+    );
+}
+on_both_databases!(renewal_emails_refresh_files_that_verify, refresh_files);
+
+/// SMTP down for a while loses nothing: every email arrives after it returns. A 550 ends
+/// the email DEAD with one EMAIL_FAILED alert.
+async fn smtp_faults(backend: Backend) {
+    let server = TestServer::start_with(backend, &[("WORKERS", "off")]).await;
+    let mut sink = SmtpSink::start();
+    sink.stop();
+    let (_redis, queue) = queue(backend);
+    server
+        .ok(
+            &server.owner_token,
+            "mutation { updateVendorSettings(input: {alertEmails: []}) { id } }",
+            json!({}),
+        )
+        .await;
+    let buyer = customer(&server, "erp-3", "buyer@customer.test").await;
+    license_for(&server, "maxActivations: 1", &buyer, Some(in_days(5))).await;
+    license_for(&server, "maxActivations: 1", &buyer, Some(in_days(25))).await;
+    let smtp = sink.url();
+    let _worker = worker(&server, &queue, &[("SMTP_URL", smtp.as_str()), ("RENEWAL_SCAN_SECS", "1")]);
+
+    let failing = eventually(WAIT, "delivery attempts against the stopped server", || async {
+        let all = emails(&server).await;
+        (all.len() == 2 && all.iter().all(|e| e["attempts"].as_i64() >= Some(1))).then_some(all)
+    })
+    .await;
+    for e in &failing {
+        assert_eq!(e["status"], "PENDING", "{e}");
+        assert!(e["lastError"].is_string(), "{e}");
+    }
+    sink.resume();
+    // Past the retry backoff.
+    server.set_clock_offset(600);
+    sink.wait_for(2, WAIT).await;
+    let sent = eventually(WAIT, "both emails SENT", || async {
+        let all = emails(&server).await;
+        all.iter().all(|e| e["status"] == "SENT").then_some(all)
+    })
+    .await;
+    assert_eq!(sent.len(), 2);
+
+    // A permanent rejection.
+    let rejected = customer(&server, "erp-4", "reject@customer.test").await;
+    license_for(&server, "maxActivations: 1", &rejected, Some(in_days(3))).await;
+    let dead = eventually(WAIT, "the rejected email to end DEAD", || async {
+        emails(&server)
+            .await
+            .into_iter()
+            .find(|e| e["to"] == "reject@customer.test" && e["status"] == "DEAD")
+    })
+    .await;
+    assert_eq!(dead["attempts"], 1, "a 5xx is not retried: {dead}");
+    assert!(dead["lastError"].as_str().unwrap().contains("550"), "{dead}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let failed = alerts(&server, "EMAIL_FAILED").await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0]["message"].as_str().unwrap().contains("reject@customer.test"));
+    assert_eq!(sink.messages().len(), 2, "nothing went to the rejected address");
+}
+on_both_databases!(smtp_outage_loses_nothing_and_rejections_die_once, smtp_faults);
+
+/// A worker killed with SIGKILL in the middle of sending: after a restart the email ends
+/// SENT, delivered at most twice, always with the same Message-ID; SIGTERM stops a worker
+/// cleanly.
+async fn killed_mid_send(backend: Backend) {
+    let server = TestServer::start_with(backend, &[("WORKERS", "off")]).await;
+    let sink = SmtpSink::start_with_delay(3);
+    let (_redis, queue) = queue(backend);
+    server
+        .ok(
+            &server.owner_token,
+            "mutation { updateVendorSettings(input: {alertEmails: []}) { id } }",
+            json!({}),
+        )
+        .await;
+    let buyer = customer(&server, "erp-5", "buyer@customer.test").await;
+    license_for(&server, "maxActivations: 1", &buyer, Some(in_days(5))).await;
+    let smtp = sink.url();
+    let env = [("SMTP_URL", smtp.as_str()), ("RENEWAL_SCAN_SECS", "1")];
+    let mut first = worker(&server, &queue, &env);
+    eventually(WAIT, "the worker to be sending", || async { sink.receiving().then_some(()) }).await;
+    first.kill();
+
+    let mut second = worker(&server, &queue, &env);
+    // Past the delivery lease of the killed worker.
+    server.set_clock_offset(120);
+    let email = eventually(WAIT, "the email to end SENT", || async {
+        let all = emails(&server).await;
+        (all.len() == 1 && all[0]["status"] == "SENT").then(|| all[0].clone())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let delivered = sink.messages();
+    assert!(
+        (1..=2).contains(&delivered.len()),
+        "at most one duplicate: {} deliveries",
+        delivered.len()
+    );
+    for raw in &delivered {
+        let (_, _, _, message_id) = parse_email(raw);
+        assert_eq!(
+            format!("<{message_id}>"),
+            email["messageId"].as_str().unwrap(),
+            "every delivery carries the row's Message-ID"
+        );
+    }
+    assert!(second.terminate(), "SIGTERM stops the worker cleanly:\n{}", second.log());
+}
+on_both_databases!(worker_killed_mid_send_redelivers_the_same_message, killed_mid_send);
+
+/// The api process runs the same workers itself by default (WORKERS=embedded), with mail as
+/// `.eml` files when no SMTP server is configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_workers_write_eml_files() {
+    let server = TestServer::start_with(Backend::Sqlite, &[("RENEWAL_SCAN_SECS", "1")]).await;
+    let buyer = customer(&server, "erp-6", "buyer@customer.test").await;
+    license_for(&server, "maxActivations: 1", &buyer, Some(in_days(2))).await;
+    let outbox = server.data_dir.path().join("outbox");
+    let file = eventually(WAIT, "an .eml file", || async {
+        std::fs::read_dir(&outbox)
+            .ok()?
+            .flatten()
+            .find(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            .map(|e| e.path())
+    })
+    .await;
+    let (subject, body, _, _) = parse_email(&std::fs::read(file).unwrap());
+    assert!(subject.contains("expires on"), "{subject}");
+    assert!(body.contains("in 7 days or less"), "{body}");
+}
