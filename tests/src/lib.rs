@@ -601,7 +601,11 @@ impl ClientMachine {
 }
 
 /// Waits up to `timeout` for `check` to return `Some`, polling every 100 ms.
-pub async fn eventually<T, F: Future<Output = Option<T>>>(timeout: Duration, what: &str, mut check: impl FnMut() -> F) -> T {
+pub async fn eventually<T, F: Future<Output = Option<T>>>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check().await {
@@ -721,7 +725,9 @@ impl Drop for SmtpSink {
 #[must_use]
 pub fn parse_email(raw: &[u8]) -> (String, String, Vec<(String, String)>, String) {
     use mail_parser::MimeHeaders as _;
-    let message = mail_parser::MessageParser::default().parse(raw).expect("a MIME message");
+    let message = mail_parser::MessageParser::default()
+        .parse(raw)
+        .expect("a MIME message");
     let attachments = message
         .attachments()
         .map(|a| {
@@ -752,7 +758,16 @@ impl RedisServer {
     pub fn start() -> Self {
         let port = free_port();
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -816,7 +831,10 @@ impl TestServer {
     /// (`SMTP_URL`, `REDIS_URL`, `HEARTBEAT_SWEEP_SECS`...).
     #[must_use]
     pub fn start_worker(&self, env: &[(&str, &str)]) -> WorkerProcess {
-        let log = self.data_dir.path().join(format!("worker-{}.log", uuid::Uuid::now_v7().simple()));
+        let log = self
+            .data_dir
+            .path()
+            .join(format!("worker-{}.log", uuid::Uuid::now_v7().simple()));
         let file = std::fs::File::create(&log).unwrap();
         let mut command = Command::new(binary("licensing-worker"));
         command

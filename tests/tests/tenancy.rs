@@ -310,7 +310,12 @@ async fn isolation(backend: Backend) {
             Expect::OwnDataOnly,
         ),
         ("alerts", "{ alerts { nodes { id } } }", json!({}), Expect::OwnDataOnly),
-        ("emails", "{ emails { nodes { id to subject } } }", json!({}), Expect::OwnDataOnly),
+        (
+            "emails",
+            "{ emails { nodes { id to subject } } }",
+            json!({}),
+            Expect::OwnDataOnly,
+        ),
         (
             "generateOfflineLicense",
             "mutation($r: String!) { generateOfflineLicense(request: $r) { licenseFile } }",

@@ -80,7 +80,12 @@ async fn customer(server: &TestServer, external_id: &str, email: &str) -> String
 
 /// A policy of `fields` and a license of it for `customer`, expiring at `expires_at`;
 /// returns (license id, key).
-async fn license_for(server: &TestServer, fields: &str, customer: &str, expires_at: Option<String>) -> (String, String) {
+async fn license_for(
+    server: &TestServer,
+    fields: &str,
+    customer: &str,
+    expires_at: Option<String>,
+) -> (String, String) {
     let (policy, _, _) = tests::license_with_policy(server, &server.owner_token, fields).await;
     let issued = server
         .ok(
@@ -114,21 +119,33 @@ async fn silent_devices(backend: Backend) {
             json!({}),
         )
         .await;
-    let (_, license, key) =
-        tests::license_with_policy(&server, &token, "maxActivations: 10, floating: true, heartbeatIntervalSeconds: 60")
-            .await;
+    let (_, license, key) = tests::license_with_policy(
+        &server,
+        &token,
+        "maxActivations: 10, floating: true, heartbeatIntervalSeconds: 60",
+    )
+    .await;
     let mut ids = Vec::new();
     for n in 0..3 {
         let fingerprint = format!("silent-{n}");
         let res = activate(&server, &key, &fingerprint, components(&fingerprint)).await;
-        ids.push(res["data"]["activateDevice"]["device"]["id"].as_str().unwrap().to_owned());
+        ids.push(
+            res["data"]["activateDevice"]["device"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     let smtp = sink.url();
     let env = [("SMTP_URL", smtp.as_str()), ("HEARTBEAT_SWEEP_SECS", "1")];
     let _first = worker(&server, &queue, &env);
     let _second = worker(&server, &queue, &env);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(tests::active_devices(&server, &license).await, 3, "alive until the deadline");
+    assert_eq!(
+        tests::active_devices(&server, &license).await,
+        3,
+        "alive until the deadline"
+    );
 
     // Past the deadline (two intervals after the last heartbeat).
     server.set_clock_offset(150);
@@ -137,7 +154,11 @@ async fn silent_devices(backend: Backend) {
     })
     .await;
     let devices = server
-        .ok(&token, "{ devices(first: 10) { nodes { id status holdsSeat } } }", json!({}))
+        .ok(
+            &token,
+            "{ devices(first: 10) { nodes { id status holdsSeat } } }",
+            json!({}),
+        )
         .await;
     for d in devices["devices"]["nodes"].as_array().unwrap() {
         assert_eq!(d["status"], "DEAD", "{d}");
@@ -146,7 +167,11 @@ async fn silent_devices(backend: Backend) {
     let mail = sink.wait_for(1, WAIT).await;
     // More sweeps, with both workers: nothing more.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(sink.messages().len(), 1, "one digest, not one email per device or per worker");
+    assert_eq!(
+        sink.messages().len(),
+        1,
+        "one digest, not one email per device or per worker"
+    );
     let dead = alerts(&server, "DEVICE_DEAD").await;
     assert_eq!(dead.len(), 3, "one alert per death: {dead:?}");
     let (subject, body, _, _) = parse_email(&mail[0]);
@@ -204,7 +229,11 @@ async fn renewal_notices(backend: Backend) {
     let last = parse_email(&sink.messages()[2]).1;
     assert!(last.contains("in 1 day or less"), "{last}");
     let all = emails(&server).await;
-    assert!(all.iter().all(|e| e["status"] == "SENT" && e["kind"] == "renewal_notice"), "{all:?}");
+    assert!(
+        all.iter()
+            .all(|e| e["status"] == "SENT" && e["kind"] == "renewal_notice"),
+        "{all:?}"
+    );
     assert!(!soon.is_empty());
 }
 on_both_databases!(renewal_notices_once_per_threshold, renewal_notices);
@@ -240,7 +269,11 @@ async fn refresh_files(backend: Backend) {
     let _worker = worker(&server, &queue, &[("SMTP_URL", smtp.as_str())]);
 
     let renewed = server
-        .ok(&token, "mutation($id: ID!) { renewLicense(id: $id) { expiresAt version } }", json!({ "id": license }))
+        .ok(
+            &token,
+            "mutation($id: ID!) { renewLicense(id: $id) { expiresAt version } }",
+            json!({ "id": license }),
+        )
         .await["renewLicense"]
         .clone();
     let mail = sink.wait_for(1, WAIT).await;
@@ -256,7 +289,11 @@ async fn refresh_files(backend: Backend) {
     assert_eq!(payload.version, renewed["version"].as_i64().unwrap());
     assert_eq!(
         payload.expires_at.unwrap(),
-        renewed["expiresAt"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap()
+        renewed["expiresAt"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
     );
 }
 on_both_databases!(renewal_emails_refresh_files_that_verify, refresh_files);
@@ -279,7 +316,11 @@ async fn smtp_faults(backend: Backend) {
     license_for(&server, "maxActivations: 1", &buyer, Some(in_days(5))).await;
     license_for(&server, "maxActivations: 1", &buyer, Some(in_days(25))).await;
     let smtp = sink.url();
-    let _worker = worker(&server, &queue, &[("SMTP_URL", smtp.as_str()), ("RENEWAL_SCAN_SECS", "1")]);
+    let _worker = worker(
+        &server,
+        &queue,
+        &[("SMTP_URL", smtp.as_str()), ("RENEWAL_SCAN_SECS", "1")],
+    );
 
     let failing = eventually(WAIT, "delivery attempts against the stopped server", || async {
         let all = emails(&server).await;
@@ -340,7 +381,10 @@ async fn killed_mid_send(backend: Backend) {
     let smtp = sink.url();
     let env = [("SMTP_URL", smtp.as_str()), ("RENEWAL_SCAN_SECS", "1")];
     let mut first = worker(&server, &queue, &env);
-    eventually(WAIT, "the worker to be sending", || async { sink.receiving().then_some(()) }).await;
+    eventually(WAIT, "the worker to be sending", || async {
+        sink.receiving().then_some(())
+    })
+    .await;
     first.kill();
 
     let mut second = worker(&server, &queue, &env);
@@ -366,7 +410,11 @@ async fn killed_mid_send(backend: Backend) {
             "every delivery carries the row's Message-ID"
         );
     }
-    assert!(second.terminate(), "SIGTERM stops the worker cleanly:\n{}", second.log());
+    assert!(
+        second.terminate(),
+        "SIGTERM stops the worker cleanly:\n{}",
+        second.log()
+    );
 }
 on_both_databases!(worker_killed_mid_send_redelivers_the_same_message, killed_mid_send);
 

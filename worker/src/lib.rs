@@ -71,7 +71,10 @@ pub struct WorkerConfig {
 
 fn seconds(name: &str, default: u64) -> anyhow::Result<Duration> {
     let value = match env(name) {
-        Some(v) => v.trim().parse::<u64>().with_context(|| format!("{name} must be a number of seconds"))?,
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .with_context(|| format!("{name} must be a number of seconds"))?,
         None => default,
     };
     anyhow::ensure!(value >= 1, "{name} must be at least 1");
@@ -150,7 +153,10 @@ async fn run_tick(tick: Tick, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynError> {
             }
         }
         PeriodicTask::RenewalScan => {
-            let notices = ctx.domain.promise_renewal_notices(&ctx.config.renewal_notice_days).await?;
+            let notices = ctx
+                .domain
+                .promise_renewal_notices(&ctx.config.renewal_notice_days)
+                .await?;
             if notices > 0 {
                 tracing::info!(notices, slot = tick.slot, "renewal notices promised");
             }
@@ -192,7 +198,9 @@ fn redis_config(queue: &str) -> apalis_redis::Config {
 impl Queues {
     async fn open(config: &WorkerConfig) -> anyhow::Result<Self> {
         if let Some(url) = &config.redis_url {
-            let conn = apalis_redis::connect(url.as_str()).await.context("connecting to REDIS_URL")?;
+            let conn = apalis_redis::connect(url.as_str())
+                .await
+                .context("connecting to REDIS_URL")?;
             return Ok(Self::Redis(conn));
         }
         // The queue's own file, durable (apalis' setup() would switch it to synchronous=OFF).
@@ -297,8 +305,16 @@ fn worker_name(role: &str) -> String {
 ///
 /// # Errors
 /// When the queue or the mail transport cannot be set up.
-pub async fn run(domain: Domain, config: WorkerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let mailer = Mailer::new(config.smtp_url.as_deref(), config.data_dir.join("outbox"), &config.mail_from)?;
+pub async fn run(
+    domain: Domain,
+    config: WorkerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mailer = Mailer::new(
+        config.smtp_url.as_deref(),
+        config.data_dir.join("outbox"),
+        &config.mail_from,
+    )?;
     let queues = Queues::open(&config).await?;
     let ctx = Arc::new(Ctx { domain, mailer, config });
     let scheduler = tokio::spawn(schedule(queues.clone(), ctx.clone()));

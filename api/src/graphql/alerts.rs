@@ -1,12 +1,14 @@
 //! Alerts for staff: listed and acknowledged.
 
-use async_graphql::{Context, Enum, ID, Object, SimpleObject};
+use async_graphql::{ComplexObject, Context, Enum, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::alert;
 
 use crate::graphql::connection::{Connection, from_page, page_request};
 use crate::graphql::context::ContextExt;
+use crate::graphql::devices::Device;
 use crate::graphql::error::ApiResult;
+use crate::graphql::licenses::License;
 use crate::graphql::page_cost;
 
 /// What an alert is about.
@@ -29,6 +31,7 @@ pub enum AlertKind {
 
 /// Something staff should know about.
 #[derive(SimpleObject, Clone)]
+#[graphql(complex)]
 pub struct Alert {
     /// Alert id.
     pub id: ID,
@@ -44,6 +47,37 @@ pub struct Alert {
     pub created_at: DateTime<Utc>,
     /// When staff acknowledged it.
     pub acknowledged_at: Option<DateTime<Utc>>,
+}
+
+#[ComplexObject]
+impl Alert {
+    /// The license concerned.
+    async fn license(&self, ctx: &Context<'_>) -> ApiResult<Option<License>> {
+        let Some(id) = &self.license_id else {
+            return Ok(None);
+        };
+        Ok(ctx
+            .scope()?
+            .loaders()
+            .licenses
+            .load_one(id.to_string())
+            .await?
+            .map(Into::into))
+    }
+
+    /// The device concerned.
+    async fn device(&self, ctx: &Context<'_>) -> ApiResult<Option<Device>> {
+        let Some(id) = &self.device_id else {
+            return Ok(None);
+        };
+        Ok(ctx
+            .scope()?
+            .loaders()
+            .devices
+            .load_one(id.to_string())
+            .await?
+            .map(Into::into))
+    }
 }
 
 impl From<alert::Model> for Alert {
