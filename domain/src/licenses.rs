@@ -398,6 +398,7 @@ impl Domain {
         let devices = device::Entity::find()
             .filter(device::Column::LicenseId.eq(&license.id))
             .filter(device::Column::Status.ne(DeviceStatus::Released))
+            .filter(device::Column::HoldsSeat.eq(true))
             .order_by_asc(device::Column::Id)
             .all(tx)
             .await?;

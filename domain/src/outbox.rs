@@ -121,18 +121,20 @@ impl Domain {
     }
 
     /// The relay: marks due rows that no queue holds (never enqueued, or enqueued longer ago
-    /// than a lease: the job was lost) as enqueued now, and returns their ids for the caller
-    /// to push to the queue. Two relays never hand out the same row within a lease.
+    /// than a lease: the job was lost) as enqueued now, and returns them as (id, attempts so
+    /// far) for the caller to push to the queue (under a key naming the attempt, so a row is
+    /// queued once per attempt however often the relay runs).
     ///
     /// # Errors
     /// Database errors.
-    pub async fn emails_to_enqueue(&self) -> Result<Vec<String>> {
+    pub async fn emails_to_enqueue(&self) -> Result<Vec<(String, i32)>> {
         let now = self.clock.now();
         let lost = now - Duration::seconds(DELIVERY_LEASE_SECONDS);
         let tx = begin_write(&self.writer).await?;
-        let due: Vec<String> = email_outbox::Entity::find()
+        let due: Vec<(String, i32)> = email_outbox::Entity::find()
             .select_only()
             .column(email_outbox::Column::Id)
+            .column(email_outbox::Column::Attempts)
             .filter(email_outbox::Column::Status.eq(EmailStatus::Pending))
             .filter(email_outbox::Column::NextAttemptAt.lte(now))
             .filter(
@@ -141,12 +143,13 @@ impl Domain {
                     .add(email_outbox::Column::EnqueuedAt.lt(lost)),
             )
             .order_by_asc(email_outbox::Column::NextAttemptAt)
+            .order_by_asc(email_outbox::Column::Id)
             .limit(RELAY_BATCH)
             .into_tuple()
             .all(&tx)
             .await?;
         let mut claimed = Vec::with_capacity(due.len());
-        for id in due {
+        for (id, attempts) in due {
             // Conditional on the row as it is now: a concurrent relay (PostgreSQL) takes it once.
             let updated = email_outbox::Entity::update_many()
                 .col_expr(email_outbox::Column::EnqueuedAt, Expr::value(Some(now)))
@@ -160,19 +163,22 @@ impl Domain {
                 .exec(&tx)
                 .await?;
             if updated.rows_affected == 1 {
-                claimed.push(id);
+                claimed.push((id, attempts));
             }
         }
         tx.commit().await?;
         Ok(claimed)
     }
 
-    /// Takes the delivery lease on a row that is pending and due; `None` when it is sent,
-    /// dead, not due, or another worker holds it (then there is nothing to do).
+    /// Takes the delivery lease on a row that is pending and due, counting the attempt now (so
+    /// a send that crashes or hangs the worker still counts); `None` when it is sent, dead, not
+    /// due, or another worker holds it (then there is nothing to do). The returned row's
+    /// `attempts` is the lease token [`Domain::finish_delivery`] checks.
     ///
     /// # Errors
     /// Database errors.
     pub async fn start_delivery(&self, id: &str) -> Result<Option<email_outbox::Model>> {
+        use sea_orm::sea_query::ExprTrait as _;
         let now = self.clock.now();
         let leased = email_outbox::Entity::update_many()
             .col_expr(
@@ -180,15 +186,16 @@ impl Domain {
                 Expr::value(now + Duration::seconds(DELIVERY_LEASE_SECONDS)),
             )
             .col_expr(email_outbox::Column::EnqueuedAt, Expr::value(Some(now)))
+            .col_expr(
+                email_outbox::Column::Attempts,
+                Expr::col(email_outbox::Column::Attempts).add(1),
+            )
             .filter(email_outbox::Column::Id.eq(id))
             .filter(email_outbox::Column::Status.eq(EmailStatus::Pending))
             .filter(email_outbox::Column::NextAttemptAt.lte(now))
-            .exec(&self.writer)
+            .exec_with_returning(&self.writer)
             .await?;
-        if leased.rows_affected != 1 {
-            return Ok(None);
-        }
-        Ok(email_outbox::Entity::find_by_id(id).one(&self.writer).await?)
+        Ok(leased.into_iter().next())
     }
 
     /// Records how a delivery ended: `SENT`; a retry with backoff; or `DEAD` with an
@@ -199,11 +206,13 @@ impl Domain {
     pub async fn finish_delivery(&self, email: &email_outbox::Model, outcome: Delivery) -> Result<EmailStatus> {
         let now = self.clock.now();
         let tx = begin_write(&self.writer).await?;
-        let attempts = email.attempts + 1;
+        let attempts = email.attempts;
+        // Only the holder of the lease records an outcome: a late finisher whose lease lapsed
+        // (and was taken by another worker, which counted another attempt) changes nothing.
         let update = email_outbox::Entity::update_many()
-            .col_expr(email_outbox::Column::Attempts, Expr::value(attempts))
             .filter(email_outbox::Column::Id.eq(&email.id))
-            .filter(email_outbox::Column::Status.eq(EmailStatus::Pending));
+            .filter(email_outbox::Column::Status.eq(EmailStatus::Pending))
+            .filter(email_outbox::Column::Attempts.eq(attempts));
         let (status, error) = match outcome {
             Delivery::Sent => (EmailStatus::Sent, None),
             Delivery::Transient(error) if attempts < MAX_ATTEMPTS => (EmailStatus::Pending, Some(error)),

@@ -29,6 +29,10 @@ use crate::{Domain, Result};
 const DEAD_CHUNK: u64 = 500;
 /// Alerts put in one digest.
 const DIGEST_CHUNK: u64 = 1000;
+/// Stored statuses of devices that can still die (PENDING_SYNC is computed, never stored);
+/// the sweep reads them through the (status, heartbeat_deadline_at) index, never walking the
+/// devices that died long ago.
+const LIVE: [DeviceStatus; 2] = [DeviceStatus::Active, DeviceStatus::CheckedOut];
 /// Licenses considered per renewal transaction.
 const RENEWAL_CHUNK: u64 = 500;
 
@@ -37,7 +41,7 @@ fn dead_now(ids: &[String], now: DateTime<Utc>) -> sea_orm::UpdateMany<device::E
         .col_expr(device::Column::Status, Expr::value(DeviceStatus::Dead))
         .col_expr(device::Column::UpdatedAt, Expr::value(now))
         .filter(device::Column::Id.is_in(ids.iter().cloned()))
-        .filter(device::Column::Status.is_not_in([DeviceStatus::Dead, DeviceStatus::Released]))
+        .filter(device::Column::Status.is_in(LIVE))
         .filter(device::Column::HeartbeatDeadlineAt.lt(now))
 }
 
@@ -52,8 +56,8 @@ impl Domain {
         loop {
             let tx = begin_write(&self.writer).await?;
             let overdue = device::Entity::find()
+                .filter(device::Column::Status.is_in(LIVE))
                 .filter(device::Column::HeartbeatDeadlineAt.lt(now))
-                .filter(device::Column::Status.is_not_in([DeviceStatus::Dead, DeviceStatus::Released]))
                 .order_by_asc(device::Column::HeartbeatDeadlineAt)
                 .limit(DEAD_CHUNK)
                 .all(&tx)
@@ -131,6 +135,7 @@ impl Domain {
             .column(alert::Column::VendorId)
             .distinct()
             .filter(alert::Column::NotifiedAt.is_null())
+            .order_by_asc(alert::Column::VendorId)
             .into_tuple()
             .all(&tx)
             .await?;
@@ -166,24 +171,28 @@ impl Domain {
                 *counts.entry(kind_label(a.kind)).or_default() += 1;
             }
             let summary: Vec<String> = counts.iter().map(|(label, n)| format!("{n} {label}")).collect();
-            let email = NewEmail {
-                vendor_id: &vendor.id,
-                kind: "alert_digest",
-                to,
-                subject: format!("[{}] {}", vendor.name, summary.join(", ")),
-                context: json!({
-                    "vendor": vendor.name,
-                    "summary": summary,
-                    "alerts": claimed.iter().map(|a| json!({
-                        "kind": a.kind, "message": a.message, "created_at": a.created_at.to_rfc3339(),
-                        "license_id": a.license_id, "device_id": a.device_id,
-                    })).collect::<Vec<_>>(),
-                }),
-                attachments: Vec::new(),
-                dedupe_key: claimed.first().map(|a| format!("alert-digest:{}", a.id)),
-            };
-            if outbox::promise(&tx, email, now).await? {
-                digests += 1;
+            let context = json!({
+                "vendor": vendor.name,
+                "summary": summary,
+                "alerts": claimed.iter().map(|a| json!({
+                    "kind": a.kind, "message": a.message, "created_at": a.created_at.to_rfc3339(),
+                    "license_id": a.license_id, "device_id": a.device_id,
+                })).collect::<Vec<_>>(),
+            });
+            // One email per recipient: one bad address does not cost the others their digest.
+            for recipient in to {
+                let email = NewEmail {
+                    vendor_id: &vendor.id,
+                    kind: "alert_digest",
+                    dedupe_key: claimed.first().map(|a| format!("alert-digest:{}:{recipient}", a.id)),
+                    to: vec![recipient],
+                    subject: format!("[{}] {}", vendor.name, summary.join(", ")),
+                    context: context.clone(),
+                    attachments: Vec::new(),
+                };
+                if outbox::promise(&tx, email, now).await? {
+                    digests += 1;
+                }
             }
         }
         tx.commit().await?;

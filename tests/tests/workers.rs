@@ -193,7 +193,9 @@ async fn renewal_notices(backend: Backend) {
     let sink = SmtpSink::start();
     let (_redis, queue) = queue(backend);
     let buyer = customer(&server, "erp-1", "buyer@customer.test").await;
-    let (soon, _) = license_for(&server, "maxActivations: 1", &buyer, Some(in_days(5))).await;
+    let soon = in_days(5);
+    let soon_day = soon[..10].to_owned();
+    license_for(&server, "maxActivations: 1", &buyer, Some(soon)).await;
     license_for(&server, "maxActivations: 1", &buyer, Some(in_days(20))).await;
     license_for(&server, "maxActivations: 1", &buyer, Some(in_days(90))).await;
     let smtp = sink.url();
@@ -234,7 +236,14 @@ async fn renewal_notices(backend: Backend) {
             .all(|e| e["status"] == "SENT" && e["kind"] == "renewal_notice"),
         "{all:?}"
     );
-    assert!(!soon.is_empty());
+    assert_eq!(all.len(), 3);
+    assert_eq!(
+        all.iter()
+            .filter(|e| e["subject"].as_str().unwrap().contains(&soon_day))
+            .count(),
+        2,
+        "the license expiring soon got its 7-day and its 1-day notice"
+    );
 }
 on_both_databases!(renewal_notices_once_per_threshold, renewal_notices);
 

@@ -169,9 +169,14 @@ async fn deliver(job: DeliverEmail, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynErr
     let Some(email) = ctx.domain.start_delivery(&job.id).await? else {
         return Ok(());
     };
-    let outcome = ctx.mailer.send(&email).await;
+    // A send must end inside its lease, or another worker may take the row.
+    let limit = Duration::from_secs(u64::try_from(domain::outbox::DELIVERY_LEASE_SECONDS - 10).unwrap_or(30));
+    let outcome = match tokio::time::timeout(limit, ctx.mailer.send(&email)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Delivery::Transient(format!("no answer from the mail server within {} s", limit.as_secs())),
+    };
     if let Delivery::Transient(e) | Delivery::Permanent(e) = &outcome {
-        tracing::warn!(id = %email.id, attempt = email.attempts + 1, error = %e, "email not delivered");
+        tracing::warn!(id = %email.id, attempt = email.attempts, error = %e, "email not delivered");
     }
     ctx.domain.finish_delivery(&email, outcome).await?;
     Ok(())
@@ -242,8 +247,13 @@ impl Queues {
         Ok(())
     }
 
-    async fn push_email(&self, id: String) -> Result<(), BoxDynError> {
-        let task = TaskBuilder::new(DeliverEmail { id }).max_attempts(3).build();
+    async fn push_email(&self, id: String, attempts: i32) -> Result<(), BoxDynError> {
+        // One job per row and attempt, however often the relay hands the row over.
+        let key = format!("email:{id}:{attempts}");
+        let task = TaskBuilder::new(DeliverEmail { id })
+            .idempotency_key(key)
+            .max_attempts(3)
+            .build();
         match self {
             Self::Sqlite(pool) => {
                 SqliteStorage::<DeliverEmail>::new(pool)
@@ -264,7 +274,7 @@ impl Queues {
 
 /// Every second: pushes the ticks that began since the last look, and hands due outbox rows
 /// to the email queue.
-async fn schedule(queues: Queues, ctx: Arc<Ctx>) {
+async fn schedule(queues: Queues, ctx: Arc<Ctx>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let periods = [
         (PeriodicTask::HeartbeatSweep, ctx.config.heartbeat_sweep.as_secs()),
         (PeriodicTask::RenewalScan, ctx.config.renewal_scan.as_secs()),
@@ -272,7 +282,10 @@ async fn schedule(queues: Queues, ctx: Arc<Ctx>) {
     let mut last: [Option<u64>; 2] = [None, None];
     let mut interval = tokio::time::interval(SCHEDULER_INTERVAL);
     loop {
-        interval.tick().await;
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.changed() => return,
+        }
         let now = u64::try_from(ctx.domain.clock.now().timestamp()).unwrap_or(0);
         for (i, (task, period)) in periods.iter().enumerate() {
             let slot = now / period.max(&1);
@@ -284,9 +297,9 @@ async fn schedule(queues: Queues, ctx: Arc<Ctx>) {
             }
         }
         match ctx.domain.emails_to_enqueue().await {
-            Ok(ids) => {
-                for id in ids {
-                    if let Err(e) = queues.push_email(id).await {
+            Ok(rows) => {
+                for (id, attempts) in rows {
+                    if let Err(e) = queues.push_email(id, attempts).await {
                         tracing::warn!(error = %e, "could not enqueue an email (the relay retries)");
                     }
                 }
@@ -315,9 +328,17 @@ pub async fn run(
         config.data_dir.join("outbox"),
         &config.mail_from,
     )?;
+    if config.redis_url.is_none() && !matches!(domain.db.get_database_backend(), sea_orm::DatabaseBackend::Sqlite) {
+        tracing::warn!(
+            "the job queue is this host's DATA_DIR/jobs.db: workers on other hosts have their own, so each runs every periodic tick (harmless, but set REDIS_URL to share one queue)"
+        );
+    }
     let queues = Queues::open(&config).await?;
     let ctx = Arc::new(Ctx { domain, mailer, config });
-    let scheduler = tokio::spawn(schedule(queues.clone(), ctx.clone()));
+    // On shutdown the scheduler stops at once (no new work for a queue this process no longer
+    // serves); the monitor then lets in-flight jobs finish.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let scheduler = tokio::spawn(schedule(queues.clone(), ctx.clone(), stopped));
     let monitor = match queues {
         Queues::Sqlite(pool) => {
             let (p1, c1, p2, c2) = (pool.clone(), ctx.clone(), pool, ctx.clone());
@@ -378,6 +399,7 @@ pub async fn run(
         .shutdown_timeout(Duration::from_secs(10))
         .run_with_signal(async move {
             shutdown.await;
+            let _ = stop.send(true);
             Ok(())
         })
         .await;
