@@ -259,6 +259,15 @@ pub(crate) async fn release_in(
     save_device(tx, actor, now, action, before, model).await
 }
 
+/// The last usage-ledger record the server acknowledged for a device (`usage_ack`).
+pub(crate) fn acknowledged_usage(device: &device::Model) -> Option<UsageAck> {
+    let seq = u64::try_from(device.ledger_seq?).ok()?;
+    Some(UsageAck {
+        seq,
+        hash: device.ledger_hash.clone()?,
+    })
+}
+
 /// Frees one seat of a license and lets a later fill alert again.
 async fn release_seat(tx: &DatabaseTransaction, license: &license::Model) -> Result<()> {
     release_seats(tx, license, 1).await
@@ -488,15 +497,7 @@ impl Domain {
             min_component_matches: policy.min_component_matches.and_then(|n| u32::try_from(n).ok()),
             heartbeat_interval_seconds: policy.heartbeat_interval_seconds,
             checked_out_until,
-            usage_ack: device
-                .ledger_seq
-                .zip(device.ledger_hash.clone())
-                .and_then(|(seq, hash)| {
-                    Some(UsageAck {
-                        seq: u64::try_from(seq).ok()?,
-                        hash,
-                    })
-                }),
+            usage_ack: acknowledged_usage(device),
         };
         license_file::sign(&payload, &kid, &key).map_err(|e| Error::Internal(e.to_string()))
     }

@@ -83,6 +83,13 @@ pub(crate) async fn promise(db: &impl ConnectionTrait, email: NewEmail<'_>, now:
     Ok(inserted == 1)
 }
 
+/// Rows no queue holds: never enqueued, or enqueued before `lost` (the job was lost).
+fn in_no_queue(lost: DateTime<Utc>) -> Condition {
+    Condition::any()
+        .add(email_outbox::Column::EnqueuedAt.is_null())
+        .add(email_outbox::Column::EnqueuedAt.lt(lost))
+}
+
 /// Wait before retry `attempt` (1, 2, ...): 5 s doubling, at most an hour.
 #[must_use]
 pub fn backoff(attempt: i32) -> Duration {
@@ -137,11 +144,7 @@ impl Domain {
             .column(email_outbox::Column::Attempts)
             .filter(email_outbox::Column::Status.eq(EmailStatus::Pending))
             .filter(email_outbox::Column::NextAttemptAt.lte(now))
-            .filter(
-                Condition::any()
-                    .add(email_outbox::Column::EnqueuedAt.is_null())
-                    .add(email_outbox::Column::EnqueuedAt.lt(lost)),
-            )
+            .filter(in_no_queue(lost))
             .order_by_asc(email_outbox::Column::NextAttemptAt)
             .order_by_asc(email_outbox::Column::Id)
             .limit(RELAY_BATCH)
@@ -155,11 +158,7 @@ impl Domain {
                 .col_expr(email_outbox::Column::EnqueuedAt, Expr::value(Some(now)))
                 .filter(email_outbox::Column::Id.eq(&id))
                 .filter(email_outbox::Column::Status.eq(EmailStatus::Pending))
-                .filter(
-                    Condition::any()
-                        .add(email_outbox::Column::EnqueuedAt.is_null())
-                        .add(email_outbox::Column::EnqueuedAt.lt(lost)),
-                )
+                .filter(in_no_queue(lost))
                 .exec(&tx)
                 .await?;
             if updated.rows_affected == 1 {

@@ -23,7 +23,7 @@ use sha2::{Digest as _, Sha256};
 use crate::anomalies::{self, NewAnomaly};
 use crate::catalog::policy_meters;
 use crate::db::begin_write;
-use crate::devices::release_in;
+use crate::devices::{acknowledged_usage, release_in};
 use crate::idempotency::{self, Claim};
 use crate::licenses::with_policy;
 use crate::{Actor, Capability, Domain, Error, Result, new_id};
@@ -266,15 +266,7 @@ impl Domain {
                 device.activated_at.to_rfc3339()
             )));
         }
-        let acknowledged = device
-            .ledger_seq
-            .zip(device.ledger_hash.clone())
-            .and_then(|(seq, hash)| {
-                Some(UsageAck {
-                    seq: u64::try_from(seq).ok()?,
-                    hash,
-                })
-            });
+        let acknowledged = acknowledged_usage(&device);
         let mut receipt = DeactivationReceipt {
             device: device.clone(),
             accepted_records: 0,

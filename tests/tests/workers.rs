@@ -65,6 +65,17 @@ async fn alerts(server: &TestServer, kind: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Who receives the vendor's alert digests.
+async fn set_alert_emails(server: &TestServer, emails: Value) {
+    server
+        .ok(
+            &server.owner_token,
+            "mutation($e: [String!]) { updateVendorSettings(input: {alertEmails: $e}) { id } }",
+            json!({ "e": emails }),
+        )
+        .await;
+}
+
 async fn customer(server: &TestServer, external_id: &str, email: &str) -> String {
     server
         .ok(
@@ -112,13 +123,7 @@ async fn silent_devices(backend: Backend) {
     let token = server.owner_token.clone();
     let sink = SmtpSink::start();
     let (_redis, queue) = queue(backend);
-    server
-        .ok(
-            &token,
-            "mutation { updateVendorSettings(input: {alertEmails: [\"cs@vendor.test\"]}) { id } }",
-            json!({}),
-        )
-        .await;
+    set_alert_emails(&server, json!(["cs@vendor.test"])).await;
     let (_, license, key) = tests::license_with_policy(
         &server,
         &token,
@@ -314,13 +319,7 @@ async fn smtp_faults(backend: Backend) {
     let mut sink = SmtpSink::start();
     sink.stop();
     let (_redis, queue) = queue(backend);
-    server
-        .ok(
-            &server.owner_token,
-            "mutation { updateVendorSettings(input: {alertEmails: []}) { id } }",
-            json!({}),
-        )
-        .await;
+    set_alert_emails(&server, json!([])).await;
     let buyer = customer(&server, "erp-3", "buyer@customer.test").await;
     license_for(&server, "maxActivations: 1", &buyer, Some(in_days(5))).await;
     license_for(&server, "maxActivations: 1", &buyer, Some(in_days(25))).await;
@@ -378,13 +377,7 @@ async fn killed_mid_send(backend: Backend) {
     let server = TestServer::start_with(backend, &[("WORKERS", "off")]).await;
     let sink = SmtpSink::start_with_delay(3);
     let (_redis, queue) = queue(backend);
-    server
-        .ok(
-            &server.owner_token,
-            "mutation { updateVendorSettings(input: {alertEmails: []}) { id } }",
-            json!({}),
-        )
-        .await;
+    set_alert_emails(&server, json!([])).await;
     let buyer = customer(&server, "erp-5", "buyer@customer.test").await;
     license_for(&server, "maxActivations: 1", &buyer, Some(in_days(5))).await;
     let smtp = sink.url();

@@ -227,43 +227,22 @@ impl Queues {
         Ok(Self::Sqlite(pool))
     }
 
-    async fn push_tick(&self, tick: Tick) -> Result<(), BoxDynError> {
-        let key = format!("{:?}:{}", tick.task, tick.slot);
-        let task = TaskBuilder::new(tick).idempotency_key(key).max_attempts(3).build();
+    /// Pushes `args` to `queue` under an idempotency key: a key already used is dropped.
+    async fn push<T>(&self, queue: &str, args: T, key: String) -> Result<(), BoxDynError>
+    where
+        T: Serialize + for<'de> Deserialize<'de> + Send + Sync + Unpin + 'static,
+    {
+        let task = TaskBuilder::new(args).idempotency_key(key).max_attempts(3).build();
         match self {
             Self::Sqlite(pool) => {
-                SqliteStorage::<Tick>::new(pool)
-                    .with_config(sqlite_config(PERIODIC_QUEUE))
+                SqliteStorage::<T>::new(pool)
+                    .with_config(sqlite_config(queue))
                     .push_task(task)
                     .await?;
             }
             Self::Redis(conn) => {
-                RedisStorage::<Tick>::new(conn.clone())
-                    .with_config(redis_config(PERIODIC_QUEUE))
-                    .push_task(task)
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn push_email(&self, id: String, attempts: i32) -> Result<(), BoxDynError> {
-        // One job per row and attempt, however often the relay hands the row over.
-        let key = format!("email:{id}:{attempts}");
-        let task = TaskBuilder::new(DeliverEmail { id })
-            .idempotency_key(key)
-            .max_attempts(3)
-            .build();
-        match self {
-            Self::Sqlite(pool) => {
-                SqliteStorage::<DeliverEmail>::new(pool)
-                    .with_config(sqlite_config(EMAIL_QUEUE))
-                    .push_task(task)
-                    .await?;
-            }
-            Self::Redis(conn) => {
-                RedisStorage::<DeliverEmail>::new(conn.clone())
-                    .with_config(redis_config(EMAIL_QUEUE))
+                RedisStorage::<T>::new(conn.clone())
+                    .with_config(redis_config(queue))
                     .push_task(task)
                     .await?;
             }
@@ -290,7 +269,8 @@ async fn schedule(queues: Queues, ctx: Arc<Ctx>, mut stop: tokio::sync::watch::R
         for (i, (task, period)) in periods.iter().enumerate() {
             let slot = now / period.max(&1);
             if last[i] != Some(slot) {
-                match queues.push_tick(Tick { task: *task, slot }).await {
+                let key = format!("{task:?}:{slot}");
+                match queues.push(PERIODIC_QUEUE, Tick { task: *task, slot }, key).await {
                     Ok(()) => last[i] = Some(slot),
                     Err(e) => tracing::warn!(error = %e, ?task, "could not schedule a tick"),
                 }
@@ -299,7 +279,9 @@ async fn schedule(queues: Queues, ctx: Arc<Ctx>, mut stop: tokio::sync::watch::R
         match ctx.domain.emails_to_enqueue().await {
             Ok(rows) => {
                 for (id, attempts) in rows {
-                    if let Err(e) = queues.push_email(id, attempts).await {
+                    // One job per row and attempt, however often the relay hands the row over.
+                    let key = format!("email:{id}:{attempts}");
+                    if let Err(e) = queues.push(EMAIL_QUEUE, DeliverEmail { id }, key).await {
                         tracing::warn!(error = %e, "could not enqueue an email (the relay retries)");
                     }
                 }
