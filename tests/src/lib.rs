@@ -268,7 +268,16 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- server log (tail) ----\n{}", tail(&self.log(), 200));
+        }
     }
+}
+
+/// The last `lines` lines of a log.
+fn tail(log: &str, lines: usize) -> String {
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// The `extensions.code` of the first error, if any.
@@ -830,6 +839,10 @@ impl WorkerProcess {
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
         self.kill();
+        // A failing test shows what the worker was doing.
+        if std::thread::panicking() {
+            eprintln!("---- worker log (tail) ----\n{}", tail(&self.log(), 200));
+        }
     }
 }
 
