@@ -11,6 +11,7 @@ pub use domain::settings::{Settings, env, write_private};
 /// | (shared) | | `DATA_DIR`, `DATABASE_URL`, `LICENSING_SECRET`: see [`Settings`] |
 /// | `LISTEN_ADDR` | `127.0.0.1:8080` | API address |
 /// | `LICENSING_ENV` | `development` | `production` turns introspection and suggestions off |
+/// | `REDIS_URL` | unset | live alerts come from the Redis channel the workers publish on |
 /// | `WORKERS` | `embedded` | `embedded`: this process also runs the job workers; `off`: run `licensing-worker` |
 /// | `RUST_LOG` | `info,sqlx=warn` | log filter |
 pub struct Config {
@@ -22,6 +23,8 @@ pub struct Config {
     pub production: bool,
     /// Whether the job workers run inside this process.
     pub embedded_workers: bool,
+    /// Redis, when the workers publish live alerts there.
+    pub redis_url: Option<String>,
 }
 
 impl Config {
@@ -45,6 +48,7 @@ impl Config {
             listen_addr: env("LISTEN_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
             production,
             embedded_workers,
+            redis_url: env("REDIS_URL"),
         })
     }
 }

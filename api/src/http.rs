@@ -1,4 +1,5 @@
-//! The HTTP surface: `/graphql` (POST, GET with GraphiQL), `/healthz`, `/readyz`, `/metrics`.
+//! The HTTP surface: `/graphql` (POST, GET with GraphiQL), `/graphql/ws` (subscriptions),
+//! `/healthz`, `/readyz`, `/metrics`.
 //! The body cap, the batch refusal, the GET-mutation refusal, the request id, the 10 s timeout
 //! and error masking all happen here, before and after the schema runs.
 
@@ -11,6 +12,7 @@ use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
+use async_graphql_actix_web::GraphQLSubscription;
 use domain::Domain;
 use tracing::Instrument as _;
 
@@ -40,6 +42,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
         .route("/graphql", web::post().to(graphql_post))
         .route("/graphql", web::get().to(graphql_get))
+        .route("/graphql/ws", web::get().to(graphql_ws))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));
@@ -88,16 +91,12 @@ fn error_body(status: actix_web::http::StatusCode, code: ErrorCode, message: &st
     }))
 }
 
-async fn caller(state: &AppState, req: &HttpRequest, request_id: &str) -> Caller {
-    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+/// Who sent a request, from its `Authorization` header value (`Bearer <token>`).
+async fn caller(state: &AppState, authorization: Option<&str>, request_id: &str) -> Caller {
+    let Some(value) = authorization else {
         return Caller::Anonymous;
     };
-    let Some(bearer) = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-    else {
+    let Some(bearer) = value.strip_prefix("Bearer ").map(str::trim) else {
         return Caller::Invalid("use Authorization: Bearer <token>".into());
     };
     match crate::auth::authenticate(&state.domain, bearer, Some(request_id.to_owned())).await {
@@ -110,20 +109,30 @@ async fn caller(state: &AppState, req: &HttpRequest, request_id: &str) -> Caller
     }
 }
 
+fn authorization_header(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or_default())
+}
+
+/// The socket's peer, never a client-supplied Forwarded / X-Forwarded-For header (which would
+/// let a client pick a fresh address for every login attempt).
+fn client_ip(req: &HttpRequest) -> ClientIp {
+    ClientIp(
+        req.peer_addr()
+            .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string()),
+    )
+}
+
 async fn execute(state: &AppState, req: &HttpRequest, mut request: async_graphql::Request) -> HttpResponse {
     let request_id = request_id(req);
     let span = tracing::info_span!("graphql", request_id = %request_id);
     async {
-        let caller = caller(state, req, &request_id).await;
-        // The socket's peer, never a client-supplied Forwarded / X-Forwarded-For header (which
-        // would let a client pick a fresh address for every login attempt).
-        let ip = req
-            .peer_addr()
-            .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string());
+        let caller = caller(state, authorization_header(req), &request_id).await;
         let prepared = state.schemas.prepare(&mut request);
         let request = request
             .data(caller)
-            .data(ClientIp(ip))
+            .data(client_ip(req))
             .data(RequestId(request_id.clone()));
         let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, prepared.schema.execute(request)).await {
             Ok(response) => {
@@ -254,6 +263,38 @@ async fn graphql_get(state: web::Data<AppState>, req: HttpRequest, params: web::
         );
     }
     execute(&state, &req, request).await
+}
+
+/// Subscriptions over websocket (`graphql-transport-ws`). The caller is the `Authorization`
+/// of the `connection_init` payload (`{"Authorization": "Bearer <token>"}`), else the upgrade
+/// request's header; a token that does not authenticate closes the connection.
+async fn graphql_ws(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> actix_web::Result<HttpResponse> {
+    let request_id = request_id(&req);
+    let header = authorization_header(&req).map(str::to_owned);
+    let ip = client_ip(&req);
+    let schema = state.schemas.main.clone();
+    let state = state.into_inner();
+    GraphQLSubscription::new(schema)
+        .on_connection_init(move |init: serde_json::Value| async move {
+            let authorization = ["Authorization", "authorization"]
+                .iter()
+                .find_map(|k| init.get(*k).and_then(serde_json::Value::as_str).map(str::to_owned))
+                .or(header);
+            let caller = caller(&state, authorization.as_deref(), &request_id).await;
+            if let Caller::Invalid(message) = &caller {
+                return Err(async_graphql::Error::new(message.clone()));
+            }
+            let mut data = async_graphql::Data::default();
+            data.insert(caller);
+            data.insert(ip);
+            data.insert(RequestId(request_id));
+            Ok(data)
+        })
+        .start(&req, payload)
 }
 
 async fn healthz() -> HttpResponse {

@@ -7,6 +7,7 @@ use api::http::{AppState, observe, routes};
 use clap::{Parser, Subcommand};
 use domain::Domain;
 use tracing_subscriber::EnvFilter;
+use worker::alert_feed::AlertFeed;
 
 #[derive(Parser)]
 #[command(name = "licensing-api", about = "The licensing GraphQL API server")]
@@ -72,30 +73,16 @@ async fn serve(config: Config, domain: Domain) -> anyhow::Result<()> {
         );
         println!("{}", created.owner_token);
     }
-    // WORKERS=embedded: the job workers run in this process until the HTTP server stops.
-    let (stop_workers, workers_stopped) = tokio::sync::oneshot::channel::<()>();
-    let workers = if config.embedded_workers {
-        let worker_config = worker::WorkerConfig::from_env(&config.settings)?;
-        let domain = domain.clone();
-        Some(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = workers_stopped.await;
-            };
-            if let Err(e) = worker::run(domain, worker_config, shutdown).await {
-                tracing::error!(error = %e, "job workers stopped");
-            }
-        }))
-    } else {
-        None
-    };
     let state = AppState {
-        schemas: api::graphql::Schemas::new(&domain, config.production),
-        domain,
+        schemas: api::graphql::Schemas::new(
+            &domain,
+            &AlertFeed::start(domain.clone(), config.redis_url.clone()),
+            config.production,
+        ),
+        domain: domain.clone(),
         metrics: api::metrics::Metrics::new()?,
     };
-    println!("GraphiQL: http://{}/graphql", config.listen_addr);
-    tracing::info!(addr = %config.listen_addr, production = config.production, "listening");
-    HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
             .wrap(middleware::from_fn(observe))
@@ -104,11 +91,35 @@ async fn serve(config: Config, domain: Domain) -> anyhow::Result<()> {
     .bind(&config.listen_addr)
     .with_context(|| format!("binding {}", config.listen_addr))?
     .shutdown_timeout(10)
-    .run()
-    .await?;
-    let _ = stop_workers.send(());
-    if let Some(workers) = workers {
-        let _ = workers.await;
+    .run();
+    println!("GraphiQL: http://{}/graphql", config.listen_addr);
+    tracing::info!(addr = %config.listen_addr, production = config.production, "listening");
+    if !config.embedded_workers {
+        return Ok(server.await?);
+    }
+    // WORKERS=embedded: the job workers run in this process until the HTTP server stops; if
+    // they stop on their own (they could not start: Redis unreachable, a bad SMTP_URL), the
+    // process stops too rather than serve without them.
+    let worker_config = worker::WorkerConfig::from_env(&config.settings)?;
+    let (stop_workers, workers_stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = workers_stopped.await;
+    };
+    let mut workers = tokio::spawn(worker::run(domain, worker_config, shutdown));
+    let handle = server.handle();
+    let mut server = tokio::spawn(server);
+    tokio::select! {
+        served = &mut server => {
+            let _ = stop_workers.send(());
+            let _ = workers.await;
+            served??;
+        }
+        stopped = &mut workers => {
+            handle.stop(true).await;
+            let _ = server.await;
+            stopped?.context("the embedded job workers")?;
+            anyhow::bail!("the embedded job workers stopped");
+        }
     }
     Ok(())
 }

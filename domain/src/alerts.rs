@@ -1,12 +1,13 @@
 //! Alerts for staff: written by the use cases that notice something (a license's seats all
 //! taken, a device gone silent...), listed and acknowledged by staff. A `dedupe_key` keeps one
 //! open alert per situation: while it is set, the same situation does not alert again.
+//! [`AlertTail`] follows new alerts for the live `alerts` subscription.
 
 use chrono::{DateTime, Utc};
 use entity::alert;
 use entity::enums::AlertKind;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::json;
 
 use crate::audit::{self, Change};
@@ -64,7 +65,58 @@ pub(crate) async fn clear(db: &impl ConnectionTrait, vendor_id: &str, dedupe_key
     Ok(())
 }
 
+/// How far back a tail looks on every poll: an alert is stamped when it is raised but seen only
+/// once its transaction commits, which for a sweep chunk can be a few seconds later.
+const TAIL_LOOKBACK_SECONDS: i64 = 60;
+
+/// A position in the stream of new alerts (all vendors): what [`Domain::follow_alerts`]
+/// already returned. It starts at the moment it is made: no history.
+#[derive(Debug)]
+pub struct AlertTail {
+    started_at: DateTime<Utc>,
+    /// Alerts returned within the look-back window, by id, with their time.
+    seen: std::collections::HashMap<String, DateTime<Utc>>,
+}
+
+impl AlertTail {
+    /// Forgets that `alert` was returned, so the next follow returns it again (while it is
+    /// inside the look-back window).
+    pub fn retry(&mut self, alert: &alert::Model) {
+        self.seen.remove(&alert.id);
+    }
+}
+
 impl Domain {
+    /// A tail starting now.
+    #[must_use]
+    pub fn alert_tail(&self) -> AlertTail {
+        AlertTail {
+            started_at: self.clock.now(),
+            seen: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The alerts committed since the last call on `tail`, oldest first, each returned once.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn follow_alerts(&self, tail: &mut AlertTail) -> Result<Vec<alert::Model>> {
+        let floor = tail
+            .started_at
+            .max(self.clock.now() - chrono::Duration::seconds(TAIL_LOOKBACK_SECONDS));
+        tail.seen.retain(|_, at| *at >= floor);
+        let recent = alert::Entity::find()
+            .filter(alert::Column::CreatedAt.gte(floor))
+            .order_by_asc(alert::Column::CreatedAt)
+            .order_by_asc(alert::Column::Id)
+            .all(&self.db)
+            .await?;
+        Ok(recent
+            .into_iter()
+            .filter(|a| tail.seen.insert(a.id.clone(), a.created_at).is_none())
+            .collect())
+    }
+
     /// The vendor's alerts, newest first.
     ///
     /// # Errors

@@ -3,8 +3,9 @@
 use crate::enums::AlertKind;
 use sea_orm::entity::prelude::*;
 
-/// Something staff should know about.
-#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+/// Something staff should know about. Serializable: the live alert feed carries it between
+/// processes.
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
 #[sea_orm(table_name = "alerts")]
 pub struct Model {
     /// UUIDv7 text id.

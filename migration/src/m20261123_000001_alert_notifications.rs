@@ -1,7 +1,8 @@
 //! Alerts remember when staff were emailed about them (`notified_at`), so the alert digest
 //! emails each alert once even with several workers running (alerts raised before count as
 //! told); and the heartbeat sweep finds live devices past their deadline through an index on
-//! (status, deadline).
+//! (status, deadline); the live alert feed follows new alerts through an index on
+//! `created_at`.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
@@ -44,10 +45,20 @@ impl MigrationTrait for Migration {
                 .col("vendor_id")
                 .to_owned(),
         )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("ix_alerts_created")
+                .table("alerts")
+                .col("created_at")
+                .to_owned(),
+        )
         .await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_index(Index::drop().name("ix_alerts_created").table("alerts").to_owned())
+            .await?;
         m.drop_index(Index::drop().name("ix_alerts_notified").table("alerts").to_owned())
             .await?;
         m.drop_index(

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tests::{
-    Backend, RedisServer, SmtpSink, TestServer, WorkerProcess, activate, activation_request, components, eventually,
-    on_both_databases, parse_email, verify_license_file,
+    AlertSubscriber, Backend, RedisServer, SmtpSink, TestServer, WorkerProcess, activate, activation_request,
+    components, eventually, on_both_databases, parse_email, verify_license_file,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -117,12 +117,24 @@ fn in_days(days: i64) -> String {
 
 /// Scenario 9: devices that stop heartbeating are DEAD within a sweep after their deadline,
 /// their seats freed; staff get one DEVICE_DEAD alert per device and one digest email, also
-/// with two workers running.
+/// with two workers running; a dashboard subscribed to `alerts` hears each death once (from
+/// the workers through Redis next to PostgreSQL, from the table next to SQLite), another
+/// vendor's dashboard hears nothing.
 async fn silent_devices(backend: Backend) {
-    let server = TestServer::start_with(backend, &[("WORKERS", "off")]).await;
+    let (_redis, queue) = queue(backend);
+    let mut env = vec![("WORKERS", "off")];
+    env.extend(queue.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let server = TestServer::start_with(backend, &env).await;
     let token = server.owner_token.clone();
     let sink = SmtpSink::start();
-    let (_redis, queue) = queue(backend);
+    let selection = "kind message device { id status } license { id }";
+    let mut dashboard = AlertSubscriber::connect(&server, Some(&token), selection)
+        .await
+        .expect("the owner may subscribe");
+    let (_, other_token) = server.create_vendor("Other", "other", "owner@other.test");
+    let mut other_dashboard = AlertSubscriber::connect(&server, Some(&other_token), selection)
+        .await
+        .unwrap();
     set_alert_emails(&server, json!(["cs@vendor.test"])).await;
     let (_, license, key) = tests::license_with_policy(
         &server,
@@ -188,6 +200,19 @@ async fn silent_devices(backend: Backend) {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0]["status"], "SENT");
     assert_eq!(sent[0]["to"], "cs@vendor.test");
+
+    let mut heard = Vec::new();
+    while let Some(alert) = dashboard.next_alert(Duration::from_secs(3)).await {
+        heard.push(alert);
+    }
+    assert_eq!(heard.len(), 3, "each death once, whichever worker saw it: {heard:?}");
+    for alert in &heard {
+        assert_eq!(alert["kind"], "DEVICE_DEAD", "{alert}");
+        assert_eq!(alert["license"]["id"], license.as_str());
+        assert_eq!(alert["device"]["status"], "DEAD");
+        assert!(ids.iter().any(|id| alert["device"]["id"] == id.as_str()), "{alert}");
+    }
+    assert_eq!(other_dashboard.next_alert(Duration::from_millis(500)).await, None);
 }
 on_both_databases!(silent_devices_die_once_with_one_digest_email, silent_devices);
 
@@ -443,4 +468,38 @@ async fn embedded_workers_write_eml_files() {
     let (subject, body, _, _) = parse_email(&std::fs::read(file).unwrap());
     assert!(subject.contains("expires on"), "{subject}");
     assert!(body.contains("in 7 days or less"), "{body}");
+}
+
+/// The `alerts` subscription is for staff: no token, a token that does not authenticate and a
+/// device token are refused with clear codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_subscription_is_for_staff_only() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let (_, _, key) = tests::license_with_policy(&server, &server.owner_token, "maxActivations: 1").await;
+    let device_token =
+        activate(&server, &key, "ws-device", components("ws-device")).await["data"]["activateDevice"]["deviceToken"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let anonymous = AlertSubscriber::connect(&server, None, "kind").await.err().unwrap();
+    assert!(anonymous.contains("UNAUTHENTICATED"), "{anonymous}");
+    let forged = AlertSubscriber::connect(&server, Some("not-a-token"), "kind")
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        forged.contains("closed") && forged.contains("token is invalid"),
+        "the server closes the socket saying why: {forged}"
+    );
+    let device = AlertSubscriber::connect(&server, Some(&device_token), "kind")
+        .await
+        .err()
+        .unwrap();
+    assert!(device.contains("FORBIDDEN"), "{device}");
+    let read_only = tests::api_token(&server, &server.owner_token, "READ_ONLY").await;
+    assert!(
+        AlertSubscriber::connect(&server, Some(&read_only), "kind")
+            .await
+            .is_ok()
+    );
 }

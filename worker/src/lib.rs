@@ -11,9 +11,13 @@
 //!   process) hands the queue the rows that are due and that no queue holds; the row, not the
 //!   job, is the record of the email.
 //!
+//! With Redis, the scheduler also publishes new alerts for the live subscription
+//! ([`alert_feed`]).
+//!
 //! [`run`] is what `licensing-worker` runs, and what `licensing-api` runs in-process with
 //! `WORKERS=embedded`.
 
+pub mod alert_feed;
 pub mod mail;
 
 use std::future::Future;
@@ -220,10 +224,16 @@ impl Queues {
             .connect_with(options)
             .await
             .context("opening the job queue")?;
-        SqliteStorage::<()>::migrations()
-            .run(&pool)
-            .await
-            .context("migrating the job queue")?;
+        // Workers starting together on a new file race to migrate it; the loser finds the
+        // work done when it tries again.
+        let mut attempt = 0;
+        while let Err(e) = SqliteStorage::<()>::migrations().run(&pool).await {
+            attempt += 1;
+            if attempt == 5 {
+                return Err(e).context("migrating the job queue");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         Ok(Self::Sqlite(pool))
     }
 
@@ -259,6 +269,7 @@ async fn schedule(queues: Queues, ctx: Arc<Ctx>, mut stop: tokio::sync::watch::R
         (PeriodicTask::RenewalScan, ctx.config.renewal_scan.as_secs()),
     ];
     let mut last: [Option<u64>; 2] = [None, None];
+    let mut alert_tail = ctx.domain.alert_tail();
     let mut interval = tokio::time::interval(SCHEDULER_INTERVAL);
     loop {
         tokio::select! {
@@ -287,6 +298,11 @@ async fn schedule(queues: Queues, ctx: Arc<Ctx>, mut stop: tokio::sync::watch::R
                 }
             }
             Err(e) => tracing::warn!(error = %e, "outbox relay failed"),
+        }
+        if let Queues::Redis(conn) = &queues
+            && let Err(e) = alert_feed::publish(&ctx.domain, &mut alert_tail, &mut conn.clone()).await
+        {
+            tracing::warn!(error = %e, "could not publish new alerts (tried again in a second)");
         }
     }
 }

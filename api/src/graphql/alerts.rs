@@ -1,13 +1,16 @@
-//! Alerts for staff: listed and acknowledged.
+//! Alerts for staff: listed, acknowledged, and delivered live by the `alerts` subscription.
 
-use async_graphql::{ComplexObject, Context, Enum, ID, Object, SimpleObject};
+use async_graphql::{ComplexObject, Context, Enum, ID, Object, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
 use entity::alert;
+use futures::Stream;
+use tokio::sync::broadcast::error::RecvError;
+use worker::alert_feed::AlertFeed;
 
 use crate::graphql::connection::{Connection, from_page, page_request};
 use crate::graphql::context::ContextExt;
 use crate::graphql::devices::Device;
-use crate::graphql::error::ApiResult;
+use crate::graphql::error::{ApiError, ApiResult};
 use crate::graphql::licenses::License;
 use crate::graphql::page_cost;
 
@@ -127,5 +130,36 @@ impl AlertMutation {
     /// Marks an alert as seen (OWNER, ADMIN, SUPPORT, INTEGRATION).
     async fn acknowledge_alert(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Alert> {
         Ok(ctx.domain().acknowledge_alert(ctx.actor()?, &id).await?.into())
+    }
+}
+
+/// Live alerts.
+#[derive(Default)]
+pub struct AlertSubscription;
+
+#[Subscription]
+impl AlertSubscription {
+    /// The vendor's alerts as they are raised, from any process (staff roles). Live only: what
+    /// was raised while not connected is in the `alerts` query.
+    async fn alerts(&self, ctx: &Context<'_>) -> async_graphql::Result<impl Stream<Item = Alert> + use<>> {
+        let actor = ctx.actor()?;
+        actor.require(domain::Capability::Read).map_err(ApiError::from)?;
+        let vendor_id = actor.vendor_id.clone();
+        let receiver = ctx.data_unchecked::<AlertFeed>().subscribe();
+        Ok(futures::stream::unfold(receiver, move |mut receiver| {
+            let vendor_id = vendor_id.clone();
+            async move {
+                loop {
+                    match receiver.recv().await {
+                        Ok(alert) if alert.vendor_id == vendor_id => return Some((Alert::from(alert), receiver)),
+                        Ok(_) => {}
+                        Err(RecvError::Lagged(skipped)) => {
+                            tracing::warn!(skipped, "an alerts subscriber fell behind; alerts skipped");
+                        }
+                        Err(RecvError::Closed) => return None,
+                    }
+                }
+            }
+        }))
     }
 }

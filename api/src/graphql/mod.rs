@@ -20,7 +20,7 @@ pub mod usage;
 pub mod vendor;
 
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet};
-use async_graphql::{EmptySubscription, MergedObject, Schema, ServerError};
+use async_graphql::{MergedObject, MergedSubscription, Schema, ServerError};
 use domain::Domain;
 
 use crate::graphql::error::ErrorCode;
@@ -65,8 +65,12 @@ pub struct Mutation(
     alerts::AlertMutation,
 );
 
+/// Every subscription field.
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(alerts::AlertSubscription);
+
 /// The schema type.
-pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
 /// What a connection field costs: `first` (default 25, at most 100) times its selection.
 #[must_use]
@@ -106,9 +110,10 @@ pub struct Prepared<'a> {
 }
 
 impl Schemas {
-    /// Builds the schemas. In production introspection and "did you mean" suggestions are off.
+    /// Builds the schemas, with `alert_feed` behind the `alerts` subscription. In production
+    /// introspection and "did you mean" suggestions are off.
     #[must_use]
-    pub fn new(domain: &Domain, production: bool) -> Self {
+    pub fn new(domain: &Domain, alert_feed: &worker::alert_feed::AlertFeed, production: bool) -> Self {
         let unknown_keys = std::sync::Arc::new(devices::UnknownKeyLimiter(RateLimiter::new(
             devices::MAX_UNKNOWN_KEYS_PER_MINUTE,
             std::time::Duration::from_secs(60),
@@ -118,8 +123,9 @@ impl Schemas {
             std::time::Duration::from_secs(60),
         )));
         let build = |depth: usize, mode: async_graphql::ValidationMode| {
-            let builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+            let builder = Schema::build(Query::default(), Mutation::default(), Subscription::default())
                 .data(domain.clone())
+                .data(alert_feed.clone())
                 .data(limiter.clone())
                 .data(unknown_keys.clone())
                 .validation_mode(mode)
@@ -222,7 +228,7 @@ fn introspects_only(doc: &ExecutableDocument, operation_name: Option<&str>) -> b
 /// The SDL of the schema, as written to `schema.graphql`.
 #[must_use]
 pub fn sdl() -> String {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+    Schema::build(Query::default(), Mutation::default(), Subscription::default())
         .finish()
         .sdl()
 }
