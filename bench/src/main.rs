@@ -7,6 +7,7 @@
 //!   measurement is repeated and interleaved, the median reported, every response checked.
 //! - C1: the client's offline check of a license file (parse, verify, rules) against a raw
 //!   Ed25519 verification of the same bytes.
+//! - D1 and D3: the heartbeat sweep and the renewal scan ([`sweeps`]).
 //!
 //! Run `cargo build --release --workspace && target/release/licensing-bench --quick`.
 
@@ -20,6 +21,8 @@ use clap::Parser;
 use http_body_util::{BodyExt as _, Full};
 use hyper::Request;
 use serde_json::{Value, json};
+
+mod sweeps;
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +39,9 @@ struct Cli {
     /// Concurrent connections of the load generator.
     #[arg(long, default_value_t = 32)]
     connections: usize,
+    /// Run only the scenarios of these letters (e.g. `D` or `AC`); default all.
+    #[arg(long)]
+    only: Option<String>,
     /// Internal: serve the bare actix-web anchor on this address.
     #[arg(long, hide = true)]
     anchor: Option<String>,
@@ -378,81 +384,93 @@ fn main() -> anyhow::Result<()> {
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let anchor_port = free_port()?;
-        let anchor_addr = format!("127.0.0.1:{anchor_port}");
-        let anchor = Server {
-            child: spawn_pinned(&std::env::current_exe()?, &["--anchor", &anchor_addr], &[])?,
-            _dir: None,
+        let wants = |letter: char| {
+            cli.only
+                .as_deref()
+                .is_none_or(|only| only.to_uppercase().contains(letter))
         };
-        let (api, api_port, key, device_token) = start_api(&bin_dir).await?;
-        let anchor_load = Load {
-            port: anchor_port,
-            path: "/json",
-            body: Bytes::from(serde_json::to_vec(
-                &json!({ "licenseKey": key, "fingerprint": "bench-host" }),
-            )?),
-            bearer: None,
-            check: |v| v["valid"] == true,
-        };
-        let a1 = Load {
-            port: api_port,
-            path: "/graphql",
-            body: Bytes::from(serde_json::to_vec(
-                &json!({ "query": VALIDATE, "variables": { "k": key, "f": "bench-host" } }),
-            )?),
-            bearer: None,
-            check: |v| v["data"]["validateLicense"]["valid"] == true,
-        };
-        let a2 = Load {
-            port: api_port,
-            path: "/graphql",
-            body: Bytes::from(serde_json::to_vec(&json!({ "query": HEARTBEAT }))?),
-            bearer: Some(device_token),
-            check: |v| v["data"]["heartbeat"]["updateAvailable"] == false,
-        };
-        // Warm-up pass.
-        for load in [&anchor_load, &a1, &a2] {
-            drive(load, cli.connections, Duration::from_millis(500)).await?;
-        }
-        let (mut anchor_rates, mut a1_rates, mut a2_rates) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut anchor_busy, mut a1_busy, mut a2_busy) = (Vec::new(), Vec::new(), Vec::new());
-        let mut failures = 0;
-        for _ in 0..reps {
-            for (load, rates, pid, busy) in [
-                (&anchor_load, &mut anchor_rates, anchor.pid(), &mut anchor_busy),
-                (&a1, &mut a1_rates, api.pid(), &mut a1_busy),
-                (&a2, &mut a2_rates, api.pid(), &mut a2_busy),
-            ] {
-                let cpu = cpu_seconds(pid);
-                let started = Instant::now();
-                let (rate, failed) = drive(load, cli.connections, duration).await?;
-                busy.push((cpu_seconds(pid) - cpu) / started.elapsed().as_secs_f64());
-                rates.push(rate);
-                failures += failed;
+        if wants('A') || wants('M') {
+            let anchor_port = free_port()?;
+            let anchor_addr = format!("127.0.0.1:{anchor_port}");
+            let anchor = Server {
+                child: spawn_pinned(&std::env::current_exe()?, &["--anchor", &anchor_addr], &[])?,
+                _dir: None,
+            };
+            let (api, api_port, key, device_token) = start_api(&bin_dir).await?;
+            let anchor_load = Load {
+                port: anchor_port,
+                path: "/json",
+                body: Bytes::from(serde_json::to_vec(
+                    &json!({ "licenseKey": key, "fingerprint": "bench-host" }),
+                )?),
+                bearer: None,
+                check: |v| v["valid"] == true,
+            };
+            let a1 = Load {
+                port: api_port,
+                path: "/graphql",
+                body: Bytes::from(serde_json::to_vec(
+                    &json!({ "query": VALIDATE, "variables": { "k": key, "f": "bench-host" } }),
+                )?),
+                bearer: None,
+                check: |v| v["data"]["validateLicense"]["valid"] == true,
+            };
+            let a2 = Load {
+                port: api_port,
+                path: "/graphql",
+                body: Bytes::from(serde_json::to_vec(&json!({ "query": HEARTBEAT }))?),
+                bearer: Some(device_token),
+                check: |v| v["data"]["heartbeat"]["updateAvailable"] == false,
+            };
+            // Warm-up pass.
+            for load in [&anchor_load, &a1, &a2] {
+                drive(load, cli.connections, Duration::from_millis(500)).await?;
             }
+            let (mut anchor_rates, mut a1_rates, mut a2_rates) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut anchor_busy, mut a1_busy, mut a2_busy) = (Vec::new(), Vec::new(), Vec::new());
+            let mut failures = 0;
+            for _ in 0..reps {
+                for (load, rates, pid, busy) in [
+                    (&anchor_load, &mut anchor_rates, anchor.pid(), &mut anchor_busy),
+                    (&a1, &mut a1_rates, api.pid(), &mut a1_busy),
+                    (&a2, &mut a2_rates, api.pid(), &mut a2_busy),
+                ] {
+                    let cpu = cpu_seconds(pid);
+                    let started = Instant::now();
+                    let (rate, failed) = drive(load, cli.connections, duration).await?;
+                    busy.push((cpu_seconds(pid) - cpu) / started.elapsed().as_secs_f64());
+                    rates.push(rate);
+                    failures += failed;
+                }
+            }
+            if failures > 0 {
+                bail!("{failures} responses failed their check");
+            }
+            let anchor_rate = median(anchor_rates);
+            let busy = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min) * 100.0;
+            let note = |ours: &[f64]| {
+                format!(
+                    " [server core busy: anchor >= {:.0}%, ours >= {:.0}%]",
+                    busy(&anchor_busy),
+                    busy(ours)
+                )
+            };
+            report("A1", median(a1_rates), anchor_rate, 0.15, &note(&a1_busy));
+            report("A2", median(a2_rates), anchor_rate, 0.15, &note(&a2_busy));
+            let rss = peak_rss_mib(api.pid());
+            println!(
+                "M1 peak RSS of licensing-api under A1/A2 = {rss:.1} MiB (bar <= 64) {}",
+                if rss <= 64.0 { "PASS" } else { "FAIL" }
+            );
+            drop(anchor);
         }
-        if failures > 0 {
-            bail!("{failures} responses failed their check");
+        if wants('C') {
+            let (ours, raw) = c1(if cli.quick { 20_000 } else { 100_000 })?;
+            report("C1", ours, raw, 0.80, "");
         }
-        let anchor_rate = median(anchor_rates);
-        let busy = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min) * 100.0;
-        let note = |ours: &[f64]| {
-            format!(
-                " [server core busy: anchor >= {:.0}%, ours >= {:.0}%]",
-                busy(&anchor_busy),
-                busy(ours)
-            )
-        };
-        report("A1", median(a1_rates), anchor_rate, 0.15, &note(&a1_busy));
-        report("A2", median(a2_rates), anchor_rate, 0.15, &note(&a2_busy));
-        let (ours, raw) = c1(if cli.quick { 20_000 } else { 100_000 })?;
-        report("C1", ours, raw, 0.80, "");
-        let rss = peak_rss_mib(api.pid());
-        println!(
-            "M1 peak RSS of licensing-api under A1/A2 = {rss:.1} MiB (bar <= 64) {}",
-            if rss <= 64.0 { "PASS" } else { "FAIL" }
-        );
-        drop(anchor);
+        if wants('D') {
+            sweeps::run(&bin_dir, cli.quick).await?;
+        }
         anyhow::Ok(())
     })
 }

@@ -31,7 +31,16 @@ pub(crate) struct NewAlert<'a> {
 
 /// Raises an alert unless one with the same dedupe key is open; returns whether it was new.
 pub(crate) async fn raise(db: &impl ConnectionTrait, alert: NewAlert<'_>, now: DateTime<Utc>) -> Result<bool> {
-    let inserted = alert::Entity::insert(alert::ActiveModel {
+    Ok(raise_all(db, vec![alert], now).await? == 1)
+}
+
+/// Raises many alerts in one statement (a sweep's deaths), each unless one with its dedupe key
+/// is open; returns how many were new.
+pub(crate) async fn raise_all(db: &impl ConnectionTrait, alerts: Vec<NewAlert<'_>>, now: DateTime<Utc>) -> Result<u64> {
+    if alerts.is_empty() {
+        return Ok(0);
+    }
+    let rows = alerts.into_iter().map(|alert| alert::ActiveModel {
         id: Set(new_id()),
         vendor_id: Set(alert.vendor_id.to_owned()),
         kind: Set(alert.kind),
@@ -43,15 +52,16 @@ pub(crate) async fn raise(db: &impl ConnectionTrait, alert: NewAlert<'_>, now: D
         acknowledged_at: Set(None),
         acknowledged_by: Set(None),
         notified_at: Set((!alert.email).then_some(now)),
-    })
-    .on_conflict(
-        OnConflict::columns([alert::Column::VendorId, alert::Column::DedupeKey])
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(db)
-    .await?;
-    Ok(inserted == 1)
+    });
+    let inserted = alert::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([alert::Column::VendorId, alert::Column::DedupeKey])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(inserted)
 }
 
 /// Closes the situation behind `dedupe_key`: the next occurrence raises a new alert.

@@ -21,8 +21,9 @@ use crate::{Actor, Capability, Domain, Result, new_id};
 
 /// How long a delivery owns its row; a worker that dies mid-send loses it after this.
 pub const DELIVERY_LEASE_SECONDS: i64 = 60;
-/// Attempts before a transiently failing email is given up on.
-pub const MAX_ATTEMPTS: i32 = 12;
+/// How long a transiently failing email keeps being retried (counted from when it was
+/// promised): a mail server down over a long weekend loses nothing.
+pub const GIVE_UP_AFTER_DAYS: i64 = 4;
 /// Rows the relay hands to the queue per call.
 const RELAY_BATCH: u64 = 200;
 
@@ -90,7 +91,8 @@ fn in_no_queue(lost: DateTime<Utc>) -> Condition {
         .add(email_outbox::Column::EnqueuedAt.lt(lost))
 }
 
-/// Wait before retry `attempt` (1, 2, ...): 5 s doubling, at most an hour.
+/// Wait before retry `attempt` (1, 2, ...): 5 s doubling, at most an hour (plus up to 20%
+/// jitter when scheduled, so a queue of emails failing together does not retry in lockstep).
 #[must_use]
 pub fn backoff(attempt: i32) -> Duration {
     let exponent = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0).min(10);
@@ -198,7 +200,8 @@ impl Domain {
     }
 
     /// Records how a delivery ended: `SENT`; a retry with backoff; or `DEAD` with an
-    /// EMAIL_FAILED alert after a permanent failure or too many attempts.
+    /// EMAIL_FAILED alert after a permanent failure, or a transient one
+    /// [`GIVE_UP_AFTER_DAYS`] after the email was promised.
     ///
     /// # Errors
     /// Database errors.
@@ -214,7 +217,9 @@ impl Domain {
             .filter(email_outbox::Column::Attempts.eq(attempts));
         let (status, error) = match outcome {
             Delivery::Sent => (EmailStatus::Sent, None),
-            Delivery::Transient(error) if attempts < MAX_ATTEMPTS => (EmailStatus::Pending, Some(error)),
+            Delivery::Transient(error) if now - email.created_at < Duration::days(GIVE_UP_AFTER_DAYS) => {
+                (EmailStatus::Pending, Some(error))
+            }
             Delivery::Transient(error) | Delivery::Permanent(error) => (EmailStatus::Dead, Some(error)),
         };
         let update = match status {
@@ -222,7 +227,9 @@ impl Domain {
             EmailStatus::Pending => update
                 .col_expr(
                     email_outbox::Column::NextAttemptAt,
-                    Expr::value(now + backoff(attempts)),
+                    Expr::value(
+                        now + backoff(attempts) * (100 + rand::Rng::gen_range(&mut rand::thread_rng(), 0..20)) / 100,
+                    ),
                 )
                 .col_expr(
                     email_outbox::Column::EnqueuedAt,

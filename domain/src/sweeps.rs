@@ -15,7 +15,7 @@ use chrono::{DateTime, Duration, Utc};
 use entity::enums::{AlertKind, DeadDeviceAction, DeviceStatus, LicenseStatus};
 use entity::{alert, customer, device, license, policy, product, vendor};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::json;
 
 use crate::alerts;
@@ -105,12 +105,12 @@ impl Domain {
                     }
                 }
                 let kept = dead_now(&ids, now).exec_with_returning(&tx).await?;
-                for d in &freed {
-                    alerts::raise(&tx, dead_alert(license, d, true), now).await?;
-                }
-                for d in &kept {
-                    alerts::raise(&tx, dead_alert(license, d, false), now).await?;
-                }
+                let deaths = freed
+                    .iter()
+                    .map(|d| dead_alert(license, d, true))
+                    .chain(kept.iter().map(|d| dead_alert(license, d, false)))
+                    .collect();
+                alerts::raise_all(&tx, deaths, now).await?;
                 died += freed.len() + kept.len();
             }
             tx.commit().await?;
@@ -212,25 +212,51 @@ impl Domain {
         };
         let now = self.clock.now();
         let mut promised = 0;
-        let mut after = String::new();
+        // Walks the due licenses in (expires_at, id) order, so each chunk is a range of the
+        // expiry index starting where the last one ended.
+        let mut after: Option<(DateTime<Utc>, String)> = None;
         loop {
             let tx = begin_write(&self.writer).await?;
-            let rows = license::Entity::find()
+            let mut select = license::Entity::find()
                 .filter(license::Column::Status.eq(LicenseStatus::Active))
                 .filter(license::Column::ExpiresAt.gt(now))
                 .filter(license::Column::ExpiresAt.lte(now + Duration::days(widest)))
-                .filter(license::Column::CustomerId.is_not_null())
-                .filter(license::Column::Id.gt(&after))
+                .filter(license::Column::CustomerId.is_not_null());
+            if let Some((expires_at, id)) = &after {
+                select = select.filter(
+                    Condition::any().add(license::Column::ExpiresAt.gt(*expires_at)).add(
+                        Condition::all()
+                            .add(license::Column::ExpiresAt.eq(*expires_at))
+                            .add(license::Column::Id.gt(id.as_str())),
+                    ),
+                );
+            }
+            let rows = select
+                .order_by_asc(license::Column::ExpiresAt)
                 .order_by_asc(license::Column::Id)
                 .limit(RENEWAL_CHUNK)
                 .find_also_related(customer::Entity)
                 .all(&tx)
                 .await?;
-            let Some(last) = rows.last() else {
+            let Some((last, _)) = rows.last() else {
                 break;
             };
-            after = last.0.id.clone();
+            after = last.expires_at.map(|e| (e, last.id.clone()));
             let full_chunk = rows.len() as u64 == RENEWAL_CHUNK;
+            let vendors: BTreeMap<String, vendor::Model> = vendor::Entity::find()
+                .filter(vendor::Column::Id.is_in(rows.iter().map(|(l, _)| l.vendor_id.clone())))
+                .all(&tx)
+                .await?
+                .into_iter()
+                .map(|v| (v.id.clone(), v))
+                .collect();
+            let products: BTreeMap<String, product::Model> = product::Entity::find()
+                .filter(product::Column::Id.is_in(rows.iter().map(|(l, _)| l.product_id.clone())))
+                .all(&tx)
+                .await?
+                .into_iter()
+                .map(|p| (p.id.clone(), p))
+                .collect();
             for (license, customer) in rows {
                 let (Some(expires_at), Some(customer)) = (license.expires_at, customer) else {
                     continue;
@@ -247,11 +273,9 @@ impl Domain {
                 else {
                     continue;
                 };
-                let (vendor, product) = (
-                    vendor::Entity::find_by_id(&license.vendor_id).one(&tx).await?,
-                    product::Entity::find_by_id(&license.product_id).one(&tx).await?,
-                );
-                let (Some(vendor), Some(product)) = (vendor, product) else {
+                let (Some(vendor), Some(product)) =
+                    (vendors.get(&license.vendor_id), products.get(&license.product_id))
+                else {
                     continue;
                 };
                 let notice = NewEmail {

@@ -449,6 +449,33 @@ async fn killed_mid_send(backend: Backend) {
 }
 on_both_databases!(worker_killed_mid_send_redelivers_the_same_message, killed_mid_send);
 
+/// SIGTERM in the middle of a send: the worker finishes it before exiting, so the email is
+/// SENT, delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_send_in_flight_finish() {
+    let server = TestServer::start_with(Backend::Sqlite, &[("WORKERS", "off")]).await;
+    let sink = SmtpSink::start_with_delay(3);
+    set_alert_emails(&server, json!([])).await;
+    let buyer = customer(&server, "erp-7", "buyer@customer.test").await;
+    license_for(&server, "maxActivations: 1", &buyer, Some(in_days(5))).await;
+    let smtp = sink.url();
+    let mut worker = worker(&server, &[], &[("SMTP_URL", smtp.as_str()), ("RENEWAL_SCAN_SECS", "1")]);
+    eventually(WAIT, "the worker to be sending", || async {
+        sink.receiving().then_some(())
+    })
+    .await;
+    assert!(
+        worker.terminate(),
+        "SIGTERM stops the worker cleanly:\n{}",
+        worker.log()
+    );
+    assert_eq!(sink.messages().len(), 1, "the send in flight was finished");
+    let all = emails(&server).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["status"], "SENT", "{all:?}");
+    assert_eq!(all[0]["attempts"], 1);
+}
+
 /// The api process runs the same workers itself by default (WORKERS=embedded), with mail as
 /// `.eml` files when no SMTP server is configured.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

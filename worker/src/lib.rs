@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use apalis::prelude::*;
+use apalis_core::backend::Vacuum as _;
 use apalis_redis::RedisStorage;
 use apalis_sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteStorage};
 use domain::Domain;
@@ -44,6 +45,10 @@ const EMAIL_QUEUE: &str = "licensing.email";
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// How often the scheduler and the outbox relay run.
 const SCHEDULER_INTERVAL: Duration = Duration::from_secs(1);
+/// How often finished jobs are pruned from the queue.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How long finished jobs are kept.
+const JOBS_KEPT: Duration = Duration::from_secs(24 * 3600);
 
 /// What the workers are configured with, besides the shared [`Settings`].
 ///
@@ -261,8 +266,36 @@ impl Queues {
     }
 }
 
+impl Queues {
+    /// Deletes finished jobs (their rows and idempotency keys), so the queue does not grow
+    /// forever; returns how many. The outbox rows, not the jobs, are the record of each email.
+    async fn prune(&self) -> Result<usize, BoxDynError> {
+        Ok(match self {
+            // apalis-sqlite's statement covers every queue in the file (and compares its
+            // integer `run_at` with a date text, so it removes every finished job, whatever
+            // its age: harmless, a tick pushed again for the current slot runs idempotently).
+            Self::Sqlite(pool) => {
+                SqliteStorage::<Tick>::new(pool)
+                    .with_config(sqlite_config(PERIODIC_QUEUE))
+                    .vacuum_before(JOBS_KEPT)
+                    .await?
+            }
+            Self::Redis(conn) => {
+                RedisStorage::<Tick>::new(conn.clone())
+                    .with_config(redis_config(PERIODIC_QUEUE))
+                    .vacuum_before(JOBS_KEPT)
+                    .await?
+                    + RedisStorage::<DeliverEmail>::new(conn.clone())
+                        .with_config(redis_config(EMAIL_QUEUE))
+                        .vacuum_before(JOBS_KEPT)
+                        .await?
+            }
+        })
+    }
+}
+
 /// Every second: pushes the ticks that began since the last look, and hands due outbox rows
-/// to the email queue.
+/// to the email queue; every hour, prunes finished jobs.
 async fn schedule(queues: Queues, ctx: Arc<Ctx>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let periods = [
         (PeriodicTask::HeartbeatSweep, ctx.config.heartbeat_sweep.as_secs()),
@@ -270,6 +303,7 @@ async fn schedule(queues: Queues, ctx: Arc<Ctx>, mut stop: tokio::sync::watch::R
     ];
     let mut last: [Option<u64>; 2] = [None, None];
     let mut alert_tail = ctx.domain.alert_tail();
+    let mut last_prune = tokio::time::Instant::now();
     let mut interval = tokio::time::interval(SCHEDULER_INTERVAL);
     loop {
         tokio::select! {
@@ -298,6 +332,13 @@ async fn schedule(queues: Queues, ctx: Arc<Ctx>, mut stop: tokio::sync::watch::R
                 }
             }
             Err(e) => tracing::warn!(error = %e, "outbox relay failed"),
+        }
+        if last_prune.elapsed() >= PRUNE_INTERVAL {
+            last_prune = tokio::time::Instant::now();
+            match queues.prune().await {
+                Ok(pruned) => tracing::debug!(pruned, "finished jobs pruned"),
+                Err(e) => tracing::warn!(error = %e, "could not prune finished jobs"),
+            }
         }
         if let Queues::Redis(conn) = &queues
             && let Err(e) = alert_feed::publish(&ctx.domain, &mut alert_tail, &mut conn.clone()).await
