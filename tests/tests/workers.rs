@@ -130,7 +130,7 @@ async fn silent_devices(backend: Backend) {
     let selection = "kind message device { id status } license { id }";
     let mut dashboard = AlertSubscriber::connect(&server, Some(&token), selection)
         .await
-        .expect("the owner may subscribe");
+        .unwrap_or_else(|e| panic!("the owner may subscribe: {e}"));
     let (_, other_token) = server.create_vendor("Other", "other", "owner@other.test");
     let mut other_dashboard = AlertSubscriber::connect(&server, Some(&other_token), selection)
         .await
