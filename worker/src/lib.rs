@@ -264,9 +264,7 @@ impl Queues {
         }
         Ok(())
     }
-}
 
-impl Queues {
     /// Deletes finished jobs (their rows and idempotency keys), so the queue does not grow
     /// forever; returns how many. The outbox rows, not the jobs, are the record of each email.
     async fn prune(&self) -> Result<usize, BoxDynError> {
