@@ -222,6 +222,7 @@ async fn graphql_get(state: web::Data<AppState>, req: HttpRequest, params: web::
         return HttpResponse::Ok().content_type("text/html; charset=utf-8").body(
             GraphiQLSource::build()
                 .endpoint("/graphql")
+                .subscription_endpoint("/graphql/ws")
                 .title("licensing GraphiQL")
                 .finish(),
         );
