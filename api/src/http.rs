@@ -16,7 +16,7 @@ use async_graphql_actix_web::GraphQLSubscription;
 use domain::Domain;
 use tracing::Instrument as _;
 
-use crate::graphql::context::{Caller, ClientIp, RequestId, Scope};
+use crate::graphql::context::{Caller, ClientIp, RequestId, Scope, SocketToken};
 use crate::graphql::error::ErrorCode;
 use crate::graphql::{Schemas, mask_errors};
 use crate::metrics::Metrics;
@@ -268,7 +268,7 @@ async fn graphql_get(state: web::Data<AppState>, req: HttpRequest, params: web::
 
 /// Subscriptions over websocket (`graphql-transport-ws`). The caller is the `Authorization`
 /// of the `connection_init` payload (`{"Authorization": "Bearer <token>"}`), else the upgrade
-/// request's header; a token that does not authenticate closes the connection.
+/// request's header; no token, or one that does not authenticate, closes the connection.
 async fn graphql_ws(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -277,7 +277,7 @@ async fn graphql_ws(
     let request_id = request_id(&req);
     let header = authorization_header(&req).map(str::to_owned);
     let ip = client_ip(&req);
-    let schema = state.schemas.main.clone();
+    let schema = SubscriptionsOnly(state.schemas.main.clone());
     let state = state.into_inner();
     GraphQLSubscription::new(schema)
         .on_connection_init(move |init: serde_json::Value| async move {
@@ -286,16 +286,73 @@ async fn graphql_ws(
                 .find_map(|k| init.get(*k).and_then(serde_json::Value::as_str).map(str::to_owned))
                 .or(header);
             let caller = caller(&state, authorization.as_deref(), &request_id).await;
-            if let Caller::Invalid(message) = &caller {
-                return Err(async_graphql::Error::new(message.clone()));
+            match &caller {
+                Caller::Authenticated(_) => {}
+                Caller::Anonymous => {
+                    return Err(async_graphql::Error::new(
+                        "send {\"Authorization\": \"Bearer <token>\"} in the connection_init payload",
+                    ));
+                }
+                Caller::Invalid(message) => return Err(async_graphql::Error::new(message.clone())),
             }
+            let token = authorization
+                .as_deref()
+                .and_then(|a| a.strip_prefix("Bearer "))
+                .map(|t| SocketToken(t.trim().to_owned()));
             let mut data = async_graphql::Data::default();
             data.insert(caller);
             data.insert(ip);
             data.insert(RequestId(request_id));
+            if let Some(token) = token {
+                data.insert(token);
+            }
             Ok(data)
         })
         .start(&req, payload)
+}
+
+/// The websocket's executor: subscriptions only. Queries and mutations go to `POST /graphql`,
+/// where the timeout, the document cache and error masking apply.
+#[derive(Clone)]
+struct SubscriptionsOnly(crate::graphql::AppSchema);
+
+impl SubscriptionsOnly {
+    fn refused() -> async_graphql::Response {
+        let mut err = async_graphql::ServerError::new(
+            "only subscriptions run over /graphql/ws; send queries and mutations with POST /graphql",
+            None,
+        );
+        err.extensions
+            .get_or_insert_with(Default::default)
+            .set("code", ErrorCode::InvalidInput.as_str());
+        async_graphql::Response::from_errors(vec![err])
+    }
+}
+
+impl async_graphql::Executor for SubscriptionsOnly {
+    async fn execute(&self, _request: async_graphql::Request) -> async_graphql::Response {
+        Self::refused()
+    }
+
+    fn execute_stream(
+        &self,
+        mut request: async_graphql::Request,
+        session_data: Option<std::sync::Arc<async_graphql::Data>>,
+    ) -> futures::stream::BoxStream<'static, async_graphql::Response> {
+        use futures::StreamExt as _;
+        let operation = request.operation_name.clone();
+        // A document that does not parse goes on, for the schema's own error.
+        let other_than_subscription = request.parsed_query().is_ok_and(|document| {
+            document.operations.iter().any(|(name, op)| {
+                op.node.ty != OperationType::Subscription
+                    && (operation.is_none() || name.map(|n| n.as_str()) == operation.as_deref())
+            })
+        });
+        if other_than_subscription {
+            return futures::stream::once(async { Self::refused() }).boxed();
+        }
+        async_graphql::Executor::execute_stream(&self.0, request, session_data)
+    }
 }
 
 async fn healthz() -> HttpResponse {

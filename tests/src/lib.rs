@@ -886,13 +886,13 @@ pub struct AlertSubscriber {
 }
 
 impl AlertSubscriber {
-    /// Connects to `/graphql/ws` with `token` in the `connection_init` payload and subscribes
-    /// to `subscription { alerts { <selection> } }`.
+    /// Connects to `/graphql/ws` with `token` in the `connection_init` payload and sends
+    /// `document` (e.g. `subscription { alerts { kind } }`).
     ///
     /// # Errors
     /// What the server answered instead of accepting the subscription (a closed connection, an
     /// error).
-    pub async fn connect(server: &TestServer, token: Option<&str>, selection: &str) -> Result<Self, String> {
+    pub async fn connect(server: &TestServer, token: Option<&str>, document: &str) -> Result<Self, String> {
         use futures::{SinkExt as _, StreamExt as _};
         use tokio_tungstenite::tungstenite::Message;
         use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -908,10 +908,9 @@ impl AlertSubscriber {
             .await
             .expect("websocket upgrade");
         let init = token.map_or_else(|| json!({}), |t| json!({ "Authorization": format!("Bearer {t}") }));
-        let query = format!("subscription {{ alerts {{ {selection} }} }}");
         for message in [
             json!({ "type": "connection_init", "payload": init }),
-            json!({ "id": "1", "type": "subscribe", "payload": { "query": query } }),
+            json!({ "id": "1", "type": "subscribe", "payload": { "query": document } }),
         ] {
             socket.send(Message::text(message.to_string())).await.unwrap();
         }
@@ -932,12 +931,12 @@ impl AlertSubscriber {
             }
         });
         let mut subscriber = Self { messages, reader };
-        match subscriber.message(Duration::from_secs(10)).await {
+        match subscriber.next_message(Duration::from_secs(10)).await {
             Some(message) if message["type"] == "connection_ack" => {}
             other => return Err(format!("{other:?}")),
         }
         // An error answers at once; an accepted subscription stays quiet.
-        match subscriber.message(Duration::from_millis(500)).await {
+        match subscriber.next_message(Duration::from_millis(500)).await {
             Some(message) => Err(message.to_string()),
             None => Ok(subscriber),
         }
@@ -945,13 +944,14 @@ impl AlertSubscriber {
 
     /// The next alert delivered within `timeout`.
     pub async fn next_alert(&mut self, timeout: Duration) -> Option<Value> {
-        let message = self.message(timeout).await?;
+        let message = self.next_message(timeout).await?;
         assert_eq!(message["type"], "next", "{message}");
         assert!(message["payload"]["errors"].is_null(), "{message}");
         Some(message["payload"]["data"]["alerts"].clone())
     }
 
-    async fn message(&mut self, timeout: Duration) -> Option<Value> {
+    /// The next protocol message within `timeout` (`next`, `error`, `complete`, `closed`).
+    pub async fn next_message(&mut self, timeout: Duration) -> Option<Value> {
         tokio::time::timeout(timeout, self.messages.recv()).await.ok().flatten()
     }
 }

@@ -127,7 +127,7 @@ async fn silent_devices(backend: Backend) {
     let server = TestServer::start_with(backend, &env).await;
     let token = server.owner_token.clone();
     let sink = SmtpSink::start();
-    let selection = "kind message device { id status } license { id }";
+    let selection = "subscription { alerts { kind message device { id status } license { id } } }";
     let mut dashboard = AlertSubscriber::connect(&server, Some(&token), selection)
         .await
         .unwrap_or_else(|e| panic!("the owner may subscribe: {e}"));
@@ -498,19 +498,25 @@ async fn embedded_workers_write_eml_files() {
 }
 
 /// The `alerts` subscription is for staff: no token, a token that does not authenticate and a
-/// device token are refused with clear codes.
+/// device token are refused with clear codes; a token revoked while subscribed ends the stream
+/// at its next alert; the socket runs subscriptions only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_subscription_is_for_staff_only() {
+    const ALERTS: &str = "subscription { alerts { kind message } }";
     let server = TestServer::start(Backend::Sqlite).await;
-    let (_, _, key) = tests::license_with_policy(&server, &server.owner_token, "maxActivations: 1").await;
+    let owner = server.owner_token.clone();
+    let (_, _, key) = tests::license_with_policy(&server, &owner, "maxActivations: 2").await;
     let device_token =
         activate(&server, &key, "ws-device", components("ws-device")).await["data"]["activateDevice"]["deviceToken"]
             .as_str()
             .unwrap()
             .to_owned();
-    let anonymous = AlertSubscriber::connect(&server, None, "kind").await.err().unwrap();
-    assert!(anonymous.contains("UNAUTHENTICATED"), "{anonymous}");
-    let forged = AlertSubscriber::connect(&server, Some("not-a-token"), "kind")
+    let anonymous = AlertSubscriber::connect(&server, None, ALERTS).await.err().unwrap();
+    assert!(
+        anonymous.contains("closed") && anonymous.contains("connection_init"),
+        "{anonymous}"
+    );
+    let forged = AlertSubscriber::connect(&server, Some("not-a-token"), ALERTS)
         .await
         .err()
         .unwrap();
@@ -518,15 +524,47 @@ async fn alerts_subscription_is_for_staff_only() {
         forged.contains("closed") && forged.contains("token is invalid"),
         "the server closes the socket saying why: {forged}"
     );
-    let device = AlertSubscriber::connect(&server, Some(&device_token), "kind")
+    let device = AlertSubscriber::connect(&server, Some(&device_token), ALERTS)
         .await
         .err()
         .unwrap();
     assert!(device.contains("FORBIDDEN"), "{device}");
-    let read_only = tests::api_token(&server, &server.owner_token, "READ_ONLY").await;
+    let query = AlertSubscriber::connect(&server, Some(&owner), "{ viewer { vendor { id } } }")
+        .await
+        .err()
+        .unwrap();
     assert!(
-        AlertSubscriber::connect(&server, Some(&read_only), "kind")
-            .await
-            .is_ok()
+        query.contains("INVALID_INPUT") && query.contains("POST /graphql"),
+        "{query}"
+    );
+
+    // Two READ_ONLY dashboards; one's token is revoked while it listens.
+    let kept = tests::api_token(&server, &owner, "READ_ONLY").await;
+    let revoked = server
+        .ok(
+            &owner,
+            "mutation { createApiToken(input: {name: \"wall screen\", role: READ_ONLY}) { token apiToken { id } } }",
+            json!({}),
+        )
+        .await;
+    let mut kept_dashboard = AlertSubscriber::connect(&server, Some(&kept), ALERTS).await.unwrap();
+    let mut revoked_dashboard = AlertSubscriber::connect(&server, revoked["createApiToken"]["token"].as_str(), ALERTS)
+        .await
+        .unwrap();
+    server
+        .ok(
+            &owner,
+            "mutation($id: ID!) { revokeApiToken(id: $id) { id } }",
+            json!({ "id": revoked["createApiToken"]["apiToken"]["id"] }),
+        )
+        .await;
+    // The second machine takes the last seat: ACTIVATION_LIMIT_REACHED.
+    activate(&server, &key, "ws-device-2", components("ws-device-2")).await;
+    let alert = kept_dashboard.next_alert(WAIT).await.unwrap();
+    assert_eq!(alert["kind"], "ACTIVATION_LIMIT_REACHED", "{alert}");
+    let ended = revoked_dashboard.next_message(WAIT).await.unwrap();
+    assert_eq!(
+        ended["payload"]["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{ended}"
     );
 }

@@ -138,8 +138,14 @@ async fn publish_once(redis: &mut redis::aio::ConnectionManager, alert: &alert::
         .conditional_set(redis::ExistenceCheck::NX)
         .with_expiration(redis::SetExpiry::EX(CLAIM_SECONDS));
     let claimed: Option<String> = redis.set_options(&claim, 1, options).await?;
-    if claimed.is_some() {
-        let _: i64 = redis.publish(CHANNEL, serde_json::to_string(alert)?).await?;
+    if claimed.is_none() {
+        return Ok(false);
     }
-    Ok(claimed.is_some())
+    let published: redis::RedisResult<i64> = redis.publish(CHANNEL, serde_json::to_string(alert)?).await;
+    if let Err(e) = published {
+        // Give the claim back, so this worker or another publishes it on a later pass.
+        let _: redis::RedisResult<i64> = redis.del(&claim).await;
+        return Err(e.into());
+    }
+    Ok(true)
 }

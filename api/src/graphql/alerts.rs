@@ -8,9 +8,9 @@ use tokio::sync::broadcast::error::RecvError;
 use worker::alert_feed::AlertFeed;
 
 use crate::graphql::connection::{Connection, from_page, page_request};
-use crate::graphql::context::ContextExt;
+use crate::graphql::context::{ContextExt, SocketToken};
 use crate::graphql::devices::Device;
-use crate::graphql::error::{ApiError, ApiResult};
+use crate::graphql::error::{ApiError, ApiResult, ErrorCode};
 use crate::graphql::licenses::License;
 use crate::graphql::page_cost;
 
@@ -140,24 +140,47 @@ pub struct AlertSubscription;
 #[Subscription]
 impl AlertSubscription {
     /// The vendor's alerts as they are raised, from any process (staff roles). Live only: what
-    /// was raised while not connected is in the `alerts` query.
-    async fn alerts(&self, ctx: &Context<'_>) -> async_graphql::Result<impl Stream<Item = Alert> + use<>> {
+    /// was raised while not connected is in the `alerts` query. The stream ends with an error
+    /// when the connection's token stops authenticating (`UNAUTHENTICATED`) or the subscriber
+    /// fell too far behind to be told everything (`RATE_LIMITED`: query `alerts`, then
+    /// subscribe again).
+    async fn alerts(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Alert>> + use<>> {
         let actor = ctx.actor()?;
         actor.require(domain::Capability::Read).map_err(ApiError::from)?;
         let vendor_id = actor.vendor_id.clone();
+        let domain = ctx.domain().clone();
+        let token = ctx.data_opt::<SocketToken>().map(|t| t.0.clone());
         let receiver = ctx.data_unchecked::<AlertFeed>().subscribe();
-        Ok(futures::stream::unfold(receiver, move |mut receiver| {
-            let vendor_id = vendor_id.clone();
+        Ok(futures::stream::unfold(Some(receiver), move |receiver| {
+            let (vendor_id, domain, token) = (vendor_id.clone(), domain.clone(), token.clone());
             async move {
-                loop {
+                let mut receiver = receiver?;
+                let next = loop {
                     match receiver.recv().await {
-                        Ok(alert) if alert.vendor_id == vendor_id => return Some((Alert::from(alert), receiver)),
+                        Ok(alert) if alert.vendor_id == vendor_id => break Ok(alert),
                         Ok(_) => {}
                         Err(RecvError::Lagged(skipped)) => {
-                            tracing::warn!(skipped, "an alerts subscriber fell behind; alerts skipped");
+                            break Err(ApiError::new(
+                                ErrorCode::RateLimited,
+                                format!(
+                                    "{skipped} alerts came too fast to deliver; query alerts, then subscribe again"
+                                ),
+                            ));
                         }
                         Err(RecvError::Closed) => return None,
                     }
+                };
+                if let Some(token) = &token
+                    && let Err(e) = crate::auth::authenticate(&domain, token, None).await
+                {
+                    return Some((Err(ApiError::from(e).into()), None));
+                }
+                match next {
+                    Ok(alert) => Some((Ok(Alert::from(alert)), Some(receiver))),
+                    Err(e) => Some((Err(e.into()), None)),
                 }
             }
         }))

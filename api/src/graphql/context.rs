@@ -55,6 +55,11 @@ pub struct ClientIp(pub String);
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
+/// The bearer token a websocket connection authenticated with, checked again before each
+/// event it receives (a token revoked or expired mid-connection stops its subscriptions).
+#[derive(Clone)]
+pub struct SocketToken(pub String);
+
 /// Typed access to request data from a resolver.
 pub trait ContextExt {
     /// The domain handle.
