@@ -206,23 +206,31 @@ async fn wait_for(port: u16, path: &str) -> anyhow::Result<()> {
     bail!("server on port {port} did not come up")
 }
 
-/// The licensing API with one license, policy and activated device: (server, port, key, fingerprint, device token).
-async fn start_api(bin_dir: &Path) -> anyhow::Result<(Server, u16, String, String)> {
-    let dir = tempfile::tempdir()?;
+/// Starts `licensing-api` on `data_dir` (pinned to core 0) with `WORKERS=workers` and waits
+/// until it is ready: (server, port, owner token).
+async fn launch_api(bin_dir: &Path, data_dir: &Path, workers: &str) -> anyhow::Result<(Server, u16, String)> {
     let port = free_port()?;
     let env = [
-        ("DATA_DIR", dir.path().display().to_string()),
+        ("DATA_DIR", data_dir.display().to_string()),
         ("LISTEN_ADDR", format!("127.0.0.1:{port}")),
         ("LICENSING_SECRET", SECRET.to_owned()),
+        ("WORKERS", workers.to_owned()),
         ("RUST_LOG", "warn".to_owned()),
     ];
-    let token_path = dir.path().join("owner-token");
     let server = Server {
         child: spawn_pinned(&bin_dir.join("licensing-api"), &[], &env)?,
-        _dir: Some(dir),
+        _dir: None,
     };
     wait_for(port, "/readyz").await?;
-    let token = std::fs::read_to_string(token_path)?.trim().to_owned();
+    let token = std::fs::read_to_string(data_dir.join("owner-token"))?.trim().to_owned();
+    Ok((server, port, token))
+}
+
+/// The licensing API with one license, policy and activated device: (server, port, key, device token).
+async fn start_api(bin_dir: &Path) -> anyhow::Result<(Server, u16, String, String)> {
+    let dir = tempfile::tempdir()?;
+    let (mut server, port, token) = launch_api(bin_dir, dir.path(), "embedded").await?;
+    server._dir = Some(dir);
     let product = graphql(
         port,
         Some(&token),

@@ -16,7 +16,7 @@ use domain::settings::Settings;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value as SqlValue};
 use serde_json::json;
 
-use crate::{SECRET, Server, free_port, graphql, median, spawn_pinned, wait_for};
+use crate::{SECRET, graphql, launch_api, median};
 
 /// The statuses the sweep reads (live devices).
 const LIVE: &str = "status IN ('ACTIVE', 'CHECKED_OUT')";
@@ -33,22 +33,7 @@ struct Fleet {
 
 async fn seed_catalog(bin_dir: &Path) -> anyhow::Result<Fleet> {
     let dir = tempfile::tempdir()?;
-    let port = free_port()?;
-    let env = [
-        ("DATA_DIR", dir.path().display().to_string()),
-        ("LISTEN_ADDR", format!("127.0.0.1:{port}")),
-        ("LICENSING_SECRET", SECRET.to_owned()),
-        ("WORKERS", "off".to_owned()),
-        ("RUST_LOG", "warn".to_owned()),
-    ];
-    let server = Server {
-        child: spawn_pinned(&bin_dir.join("licensing-api"), &[], &env)?,
-        _dir: None,
-    };
-    wait_for(port, "/readyz").await?;
-    let token = std::fs::read_to_string(dir.path().join("owner-token"))?
-        .trim()
-        .to_owned();
+    let (server, port, token) = launch_api(bin_dir, dir.path(), "off").await?;
     let gql = |query: &'static str, variables: serde_json::Value| {
         let token = token.clone();
         async move { graphql(port, Some(&token), query, variables).await }
