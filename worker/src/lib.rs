@@ -43,6 +43,12 @@ const PERIODIC_QUEUE: &str = "licensing.periodic";
 const EMAIL_QUEUE: &str = "licensing.email";
 /// How often idle workers look for new jobs (apalis otherwise waits for its 30 s heartbeat).
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// apalis' worker heartbeat. Under load apalis 1.0 sometimes stops re-arming the poll interval
+/// and polls again only at the next heartbeat (seen in the tests: an email queued for 28 s), so
+/// the heartbeat is short enough to bound that stall.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// Missed heartbeats after which a worker's jobs go back to the queue: 60 s, the delivery lease.
+const MISSED_HEARTBEATS: usize = 30;
 /// How often the scheduler and the outbox relay run.
 const SCHEDULER_INTERVAL: Duration = Duration::from_secs(1);
 /// How often finished jobs are pruned from the queue.
@@ -199,13 +205,17 @@ enum Queues {
 }
 
 fn sqlite_config(queue: &str) -> apalis_sqlite::Config {
-    apalis_sqlite::Config::default().queue(queue)
+    apalis_sqlite::Config::default()
+        .queue(queue)
+        .heartbeat_interval(HEARTBEAT_INTERVAL)
+        .missed_heartbeats(MISSED_HEARTBEATS)
 }
 
 fn redis_config(queue: &str) -> apalis_redis::Config {
     apalis_redis::Config::default()
         .queue(queue)
-        .missed_heartbeats(2)
+        .heartbeat_interval(HEARTBEAT_INTERVAL)
+        .missed_heartbeats(MISSED_HEARTBEATS)
         .idempotency_ttl(Some(Duration::from_secs(7 * 24 * 3600)))
 }
 
