@@ -11,12 +11,14 @@ use entity::{api_token, staff_session, staff_user, vendor};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter};
 use serde_json::json;
 
-use crate::actor::{can_grant, role_name};
+use crate::actor::can_grant;
 use crate::audit::{self, Change};
 use crate::db::begin_write;
+use crate::newtypes::{self, Email, Text};
 use crate::page::{self, Order, Page, PageRequest};
 use crate::secrets::random_bytes;
-use crate::{Actor, ActorKind, Capability, Domain, Error, Result, new_id, newtypes};
+use crate::{Actor, ActorKind, Capability, Domain, Error, Result, new_id};
+use sea_orm::ActiveEnum;
 
 /// Prefix of every API token secret, so a leaked one is recognisable.
 pub const API_TOKEN_PREFIX: &str = "lsk_";
@@ -29,7 +31,7 @@ const API_TOKEN_PURPOSE: &str = "api-token";
 #[derive(Debug, Clone)]
 pub struct NewApiToken {
     /// A name saying what uses it ("SAP integration").
-    pub name: String,
+    pub name: Text<200>,
     /// Its role; never above the creator's.
     pub role: Role,
     /// When it stops working; `None` = never.
@@ -40,9 +42,9 @@ pub struct NewApiToken {
 #[derive(Debug, Clone)]
 pub struct NewStaffUser {
     /// Login email.
-    pub email: String,
+    pub email: Email,
     /// Display name.
-    pub name: Option<String>,
+    pub name: Option<Text<200>>,
     /// Role; never above the creator's.
     pub role: Role,
     /// Initial password; without one the user cannot log in until it is set.
@@ -80,7 +82,7 @@ fn dummy_hash() -> &'static str {
 }
 
 fn token_json(t: &api_token::Model) -> serde_json::Value {
-    json!({ "name": t.name, "role": role_name(t.role), "expires_at": t.expires_at, "revoked_at": t.revoked_at })
+    json!({ "name": t.name, "role": t.role.to_value(), "expires_at": t.expires_at, "revoked_at": t.revoked_at })
 }
 
 impl Domain {
@@ -96,7 +98,7 @@ impl Domain {
         let model = api_token::ActiveModel {
             id: Set(new_id()),
             vendor_id: Set(creator.vendor_id.clone()),
-            name: Set(new.name),
+            name: Set(new.name.into_inner()),
             role: Set(new.role),
             token_hash: Set(self.secrets.keyed_hash(API_TOKEN_PURPOSE, &secret)),
             token_prefix: Set(secret[..12].to_owned()),
@@ -122,31 +124,27 @@ impl Domain {
         if !can_grant(actor.role, new.role) {
             return Err(Error::Forbidden(format!(
                 "a {} may not create a {} token",
-                role_name(actor.role),
-                role_name(new.role)
+                actor.role.to_value(),
+                new.role.to_value()
             )));
         }
         let now = self.clock.now();
         if new.expires_at.is_some_and(|at| at <= now) {
             return Err(Error::InvalidInput("expiresAt must be in the future".into()));
         }
-        let new = NewApiToken {
-            name: newtypes::text("name", &new.name, 200)?,
-            ..new
-        };
         let tx = begin_write(&self.writer).await?;
         let (token, secret) = self.insert_api_token(&tx, actor, new, now).await?;
         audit::record(
             &tx,
             actor,
             now,
-            Change {
-                action: "api_token.create",
-                target_kind: "api_token",
-                target_id: Some(&token.id),
-                before: json!({}),
-                after: token_json(&token),
-            },
+            Change::new(
+                "api_token.create",
+                "api_token",
+                &token.id,
+                json!({}),
+                token_json(&token),
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -172,7 +170,7 @@ impl Domain {
         if !can_grant(actor.role, token.role) {
             return Err(Error::Forbidden(format!(
                 "a {} may not revoke an OWNER token",
-                role_name(actor.role)
+                actor.role.to_value()
             )));
         }
         let before = token_json(&token);
@@ -183,13 +181,7 @@ impl Domain {
             &tx,
             actor,
             now,
-            Change {
-                action: "api_token.revoke",
-                target_kind: "api_token",
-                target_id: Some(&token.id),
-                before,
-                after: token_json(&token),
-            },
+            Change::new("api_token.revoke", "api_token", &token.id, before, token_json(&token)),
         )
         .await?;
         tx.commit().await?;
@@ -253,6 +245,7 @@ impl Domain {
             role,
             password,
         } = user;
+        let (email, name) = (email.into_inner(), name.map(Text::into_inner));
         let existing = staff_user::Entity::find()
             .filter(staff_user::Column::VendorId.eq(vendor_id))
             .filter(staff_user::Column::Email.eq(&email))
@@ -287,12 +280,10 @@ impl Domain {
         if !can_grant(actor.role, new.role) {
             return Err(Error::Forbidden(format!(
                 "a {} may not create a {} user",
-                role_name(actor.role),
-                role_name(new.role)
+                actor.role.to_value(),
+                new.role.to_value()
             )));
         }
-        let email = newtypes::email(&new.email)?;
-        let name = newtypes::optional_text("name", new.name.as_deref(), 200)?;
         let password = new
             .password
             .as_deref()
@@ -306,21 +297,23 @@ impl Domain {
                 &tx,
                 &actor.vendor_id,
                 NewStaffUser {
-                    email,
-                    name,
+                    email: new.email,
+                    name: new.name,
                     role: new.role,
                     password,
                 },
                 now,
             )
             .await?;
-        audit::record(&tx, actor, now, Change {
-            action: "staff_user.create",
-            target_kind: "staff_user",
-            target_id: Some(&user.id),
-            before: json!({}),
-            after: json!({ "email": user.email, "name": user.name, "role": role_name(user.role), "password_set": user.password_hash.is_some() }),
-        })
+        let after = json!({
+            "email": user.email, "name": user.name, "role": user.role.to_value(), "password_set": user.password_hash.is_some(),
+        });
+        audit::record(
+            &tx,
+            actor,
+            now,
+            Change::new("staff_user.create", "staff_user", &user.id, json!({}), after),
+        )
         .await?;
         tx.commit().await?;
         Ok(user)
@@ -367,13 +360,13 @@ impl Domain {
             &tx,
             actor,
             now,
-            Change {
-                action: "staff_user.set_password",
-                target_kind: "staff_user",
-                target_id: Some(&user.id),
-                before: json!({ "password_set": had_password, "password": "(hidden)" }),
-                after: json!({ "password_set": true, "password": "(changed)" }),
-            },
+            Change::new(
+                "staff_user.set_password",
+                "staff_user",
+                &user.id,
+                json!({ "password_set": had_password, "password": "(hidden)" }),
+                json!({ "password_set": true, "password": "(changed)" }),
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -404,7 +397,7 @@ impl Domain {
         request_id: Option<String>,
     ) -> Result<Session> {
         let wrong = || Error::Unauthenticated("wrong email or password".into());
-        let email = newtypes::email(email).map_err(|_| wrong())?;
+        let email = Email::try_from(email).map_err(|_| wrong())?.into_inner();
         let mut condition = Condition::all()
             .add(staff_user::Column::Email.eq(&email))
             .add(staff_user::Column::DisabledAt.is_null());
@@ -469,13 +462,13 @@ impl Domain {
             &tx,
             &actor,
             now,
-            Change {
-                action: "staff.login",
-                target_kind: "staff_session",
-                target_id: Some(&session_id),
-                before: json!({}),
-                after: json!({ "staff_user_id": user.id, "expires_at": expires_at }),
-            },
+            Change::new(
+                "staff.login",
+                "staff_session",
+                &session_id,
+                json!({}),
+                json!({ "staff_user_id": user.id, "expires_at": expires_at }),
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -545,13 +538,13 @@ impl Domain {
             &tx,
             actor,
             now,
-            Change {
-                action: "staff.logout",
-                target_kind: "staff_session",
-                target_id: Some(session_id),
-                before: json!({ "revoked_at": null }),
-                after: json!({ "revoked_at": now }),
-            },
+            Change::new(
+                "staff.logout",
+                "staff_session",
+                session_id,
+                json!({ "revoked_at": null }),
+                json!({ "revoked_at": now }),
+            ),
         )
         .await?;
         tx.commit().await?;

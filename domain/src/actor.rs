@@ -1,6 +1,7 @@
 //! Who is calling: the vendor they act for, their role, and what each role may do.
 
 use entity::enums::Role;
+use sea_orm::ActiveEnum;
 
 use crate::{Error, Result};
 
@@ -123,7 +124,7 @@ impl Actor {
         } else {
             Err(Error::Forbidden(format!(
                 "the {} role may not do this",
-                role_name(self.role)
+                self.role.to_value()
             )))
         }
     }
@@ -157,18 +158,6 @@ impl Actor {
             ActorKind::Licensee { license_id } => ("licensee", Some(license_id)),
             ActorKind::System => ("system", None),
         }
-    }
-}
-
-/// The role's name as written in the API (`READ_ONLY`).
-#[must_use]
-pub fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Owner => "OWNER",
-        Role::Admin => "ADMIN",
-        Role::Support => "SUPPORT",
-        Role::Integration => "INTEGRATION",
-        Role::ReadOnly => "READ_ONLY",
     }
 }
 

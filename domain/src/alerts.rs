@@ -175,13 +175,13 @@ impl Domain {
             &tx,
             actor,
             now,
-            Change {
-                action: "alert.acknowledge",
-                target_kind: "alert",
-                target_id: Some(&updated.id),
-                before: json!({ "acknowledged_at": null }),
-                after: json!({ "acknowledged_at": now }),
-            },
+            Change::new(
+                "alert.acknowledge",
+                "alert",
+                &updated.id,
+                json!({ "acknowledged_at": null }),
+                json!({ "acknowledged_at": now }),
+            ),
         )
         .await?;
         tx.commit().await?;

@@ -43,6 +43,19 @@ pub(crate) struct Change<'a> {
     pub after: Value,
 }
 
+impl<'a> Change<'a> {
+    /// `action` (`license.suspend`) on the `target_kind` row `target_id`, from `before` to `after`.
+    pub(crate) fn new(action: &'a str, target_kind: &'a str, target_id: &'a str, before: Value, after: Value) -> Self {
+        Self {
+            action,
+            target_kind,
+            target_id: Some(target_id),
+            before,
+            after,
+        }
+    }
+}
+
 /// Writes the audit event for `change` on `db` (pass the change's transaction).
 pub(crate) async fn record(
     db: &impl ConnectionTrait,

@@ -1,26 +1,29 @@
 //! The catalog: products and the policies licenses are issued under.
 
+use entity::columns::MeterList;
 use entity::enums::{DeadDeviceAction, DeploymentMode, ResetPeriod};
 use entity::{policy, product};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::audit::{self, Change};
 use crate::db::begin_write;
+use crate::newtypes::{self, Code, Text};
 use crate::page::{self, Order, Page, PageRequest};
-use crate::{Actor, Capability, Domain, Error, Result, new_id, newtypes};
+use crate::{Actor, Capability, Domain, Error, Result, new_id};
 
 /// Offline grace when the policy names none: 7 days.
 pub const DEFAULT_GRACE_SECONDS: i64 = 604_800;
 /// Refresh-by horizon of license files when the policy names none: 30 days.
 pub const DEFAULT_LICENSE_FILE_TTL_SECONDS: i64 = 2_592_000;
 
-/// A consumption meter of a policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Meter {
+pub use entity::columns::Meter;
+
+/// A consumption meter to put on a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMeter {
     /// Meter code (`api-calls`).
-    pub code: String,
+    pub code: Code,
     /// Allowed use per period; `None` = unlimited.
     pub limit: Option<i64>,
     /// When usage starts again from zero.
@@ -30,12 +33,12 @@ pub struct Meter {
 }
 
 /// A policy to create; `None` takes the documented default.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NewPolicy {
     /// The product it belongs to.
     pub product_id: String,
     /// Display name.
-    pub name: String,
+    pub name: Text<200>,
     /// License duration; `None` = perpetual.
     pub duration_seconds: Option<i64>,
     /// Trial policy (needs a duration).
@@ -56,24 +59,12 @@ pub struct NewPolicy {
     pub license_file_ttl_seconds: Option<i64>,
     /// k-of-n fingerprint component rule; `None` = exact fingerprint.
     pub min_component_matches: Option<i32>,
-    /// Entitlement codes.
-    pub entitlements: Vec<String>,
+    /// Entitlement codes (distinct).
+    pub entitlements: Vec<Code>,
     /// Consumption meters.
-    pub meters: Vec<Meter>,
+    pub meters: Vec<NewMeter>,
     /// Backed by a billing subscription.
     pub subscription_backed: Option<bool>,
-}
-
-/// The meters stored on a policy.
-#[must_use]
-pub fn policy_meters(policy: &policy::Model) -> Vec<Meter> {
-    serde_json::from_value(policy.meters.clone()).unwrap_or_default()
-}
-
-/// A JSON array of strings stored in a column, read back.
-#[must_use]
-pub fn string_list(value: &serde_json::Value) -> Vec<String> {
-    serde_json::from_value(value.clone()).unwrap_or_default()
 }
 
 /// Longest duration a policy may name: ten years, so time arithmetic never overflows.
@@ -111,10 +102,9 @@ impl Domain {
     ///
     /// # Errors
     /// [`Error::Forbidden`], or [`Error::InvalidInput`] for a bad name or a code in use.
-    pub async fn create_product(&self, actor: &Actor, name: &str, code: &str) -> Result<product::Model> {
+    pub async fn create_product(&self, actor: &Actor, name: Text<200>, code: Code) -> Result<product::Model> {
         actor.require(Capability::ManageCatalog)?;
-        let name = newtypes::text("name", name, 200)?;
-        let code = newtypes::code("code", code)?;
+        let (name, code) = (name.into_inner(), code.into_inner());
         let now = self.clock.now();
         let tx = begin_write(&self.writer).await?;
         let taken = product::Entity::find()
@@ -140,13 +130,13 @@ impl Domain {
             &tx,
             actor,
             now,
-            Change {
-                action: "product.create",
-                target_kind: "product",
-                target_id: Some(&product.id),
-                before: json!({}),
-                after: json!({ "name": product.name, "code": product.code }),
-            },
+            Change::new(
+                "product.create",
+                "product",
+                &product.id,
+                json!({}),
+                json!({ "name": product.name, "code": product.code }),
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -163,18 +153,6 @@ impl Domain {
         page::fetch(&self.db, select, product::Column::Id, request, Order::OldestFirst).await
     }
 
-    /// Products by id (for a DataLoader); foreign ids are simply absent.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn products_by_ids(&self, actor: &Actor, ids: &[String]) -> Result<Vec<product::Model>> {
-        Ok(product::Entity::find()
-            .filter(product::Column::VendorId.eq(&actor.vendor_id))
-            .filter(product::Column::Id.is_in(ids.iter().map(String::as_str)))
-            .all(&self.db)
-            .await?)
-    }
-
     /// Creates a policy, filling the documented defaults.
     ///
     /// # Errors
@@ -182,7 +160,7 @@ impl Domain {
     /// [`Error::InvalidInput`] when a value is out of range or the rules contradict each other.
     pub async fn create_policy(&self, actor: &Actor, new: NewPolicy) -> Result<policy::Model> {
         actor.require(Capability::ManageCatalog)?;
-        let name = newtypes::text("name", &new.name, 200)?;
+        let name = new.name.into_inner();
         let duration_seconds = seconds("durationSeconds", new.duration_seconds, 60)?;
         let trial = new.trial.unwrap_or(false);
         if trial && duration_seconds.is_none() {
@@ -200,16 +178,20 @@ impl Domain {
         } else {
             DeadDeviceAction::KeepSeat
         });
-        let entitlements = newtypes::codes("entitlements", &new.entitlements)?;
         let mut meters: Vec<Meter> = Vec::with_capacity(new.meters.len());
         for meter in new.meters {
-            let code = newtypes::code("meter code", &meter.code)?;
+            let code = meter.code.into_inner();
             if meters.iter().any(|m| m.code == code) {
                 return Err(Error::InvalidInput(format!("meter {code} is listed twice")));
             }
             positive("meter limit", meter.limit, 0)?;
             positive("meter overageLimit", Some(meter.overage_limit), 0)?;
-            meters.push(Meter { code, ..meter });
+            meters.push(Meter {
+                code,
+                limit: meter.limit,
+                reset_period: meter.reset_period,
+                overage_limit: meter.overage_limit,
+            });
         }
         let now = self.clock.now();
         let tx = begin_write(&self.writer).await?;
@@ -233,8 +215,8 @@ impl Domain {
             grace_seconds: Set(grace_seconds),
             license_file_ttl_seconds: Set(ttl),
             min_component_matches: Set(min_matches.and_then(|n| i32::try_from(n).ok())),
-            entitlements: Set(json!(entitlements)),
-            meters: Set(serde_json::to_value(&meters).map_err(|e| Error::Internal(e.to_string()))?),
+            entitlements: Set(newtypes::code_list(new.entitlements)),
+            meters: Set(MeterList(meters)),
             subscription_backed: Set(new.subscription_backed.unwrap_or(false)),
             created_at: Set(now),
             updated_at: Set(now),
@@ -245,13 +227,7 @@ impl Domain {
             &tx,
             actor,
             now,
-            Change {
-                action: "policy.create",
-                target_kind: "policy",
-                target_id: Some(&policy.id),
-                before: json!({}),
-                after: policy_json(&policy),
-            },
+            Change::new("policy.create", "policy", &policy.id, json!({}), policy_json(&policy)),
         )
         .await?;
         tx.commit().await?;
@@ -274,17 +250,5 @@ impl Domain {
             select = select.filter(policy::Column::ProductId.eq(product_id));
         }
         page::fetch(&self.db, select, policy::Column::Id, request, Order::OldestFirst).await
-    }
-
-    /// Policies by id (for a DataLoader).
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn policies_by_ids(&self, actor: &Actor, ids: &[String]) -> Result<Vec<policy::Model>> {
-        Ok(policy::Entity::find()
-            .filter(policy::Column::VendorId.eq(&actor.vendor_id))
-            .filter(policy::Column::Id.is_in(ids.iter().map(String::as_str)))
-            .all(&self.db)
-            .await?)
     }
 }

@@ -8,20 +8,21 @@ use serde_json::json;
 
 use crate::audit::{self, Change};
 use crate::db::begin_write;
+use crate::newtypes::{Email, Text};
 use crate::page::{self, Order, Page, PageRequest};
-use crate::{Actor, Capability, Domain, Error, Result, new_id, newtypes};
+use crate::{Actor, Capability, Domain, Error, Result, new_id};
 
 /// A customer as the integration describes it.
 #[derive(Debug, Clone)]
 pub struct CustomerInput {
     /// The id in the vendor's ERP/CRM; the upsert key.
-    pub external_id: String,
+    pub external_id: Text<255>,
     /// Display name.
-    pub name: String,
+    pub name: Text<200>,
     /// Where renewal notices and license files go.
-    pub email: Option<String>,
+    pub email: Option<Email>,
     /// The customer's id in the billing system.
-    pub billing_customer_id: Option<String>,
+    pub billing_customer_id: Option<Text<255>>,
 }
 
 fn customer_json(c: &customer::Model) -> serde_json::Value {
@@ -50,10 +51,10 @@ impl Domain {
     /// [`Error::Forbidden`] or [`Error::InvalidInput`].
     pub async fn upsert_customer(&self, actor: &Actor, input: CustomerInput) -> Result<customer::Model> {
         actor.require(Capability::ManageLicenses)?;
-        let external_id = newtypes::text("externalId", &input.external_id, 255)?;
-        let name = newtypes::text("name", &input.name, 200)?;
-        let email = input.email.as_deref().map(newtypes::email).transpose()?;
-        let billing = newtypes::optional_text("billingCustomerId", input.billing_customer_id.as_deref(), 255)?;
+        let external_id = input.external_id.into_inner();
+        let name = input.name.into_inner();
+        let email = input.email.map(Email::into_inner);
+        let billing = input.billing_customer_id.map(Text::into_inner);
         // A concurrent upsert of the same new external id loses the insert race on the unique
         // index; the retry then finds the row and updates it.
         for _ in 0..3 {
@@ -107,13 +108,7 @@ impl Domain {
                 &tx,
                 actor,
                 now,
-                Change {
-                    action,
-                    target_kind: "customer",
-                    target_id: Some(&customer.id),
-                    before,
-                    after: customer_json(&customer),
-                },
+                Change::new(action, "customer", &customer.id, before, customer_json(&customer)),
             )
             .await?;
             tx.commit().await?;
@@ -163,17 +158,5 @@ impl Domain {
             );
         }
         page::fetch(&self.db, select, customer::Column::Id, request, Order::OldestFirst).await
-    }
-
-    /// Customers by id (for a DataLoader).
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn customers_by_ids(&self, actor: &Actor, ids: &[String]) -> Result<Vec<customer::Model>> {
-        Ok(customer::Entity::find()
-            .filter(customer::Column::VendorId.eq(&actor.vendor_id))
-            .filter(customer::Column::Id.is_in(ids.iter().map(String::as_str)))
-            .all(&self.db)
-            .await?)
     }
 }

@@ -4,12 +4,12 @@
 //! every few seconds, bumped at once by release or deactivation in this process) proves it was
 //! not revoked.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use entity::device;
+use moka::sync::Cache;
 use sea_orm::{DatabaseConnection, EntityTrait};
+use subtle::ConstantTimeEq;
 
 use crate::secrets::MasterSecret;
 use crate::{Actor, ActorKind, Error, Result, Role};
@@ -21,25 +21,30 @@ const PURPOSE: &str = "device-token";
 /// How long a cached generation is trusted before it is read again. Another API process that
 /// releases a device is seen within this time.
 const FRESH_FOR: Duration = Duration::from_secs(2);
-/// Most devices remembered; beyond it the cache starts over.
-const MAX_ENTRIES: usize = 200_000;
+/// Most devices remembered (the least recently used are dropped first).
+const MAX_ENTRIES: u64 = 200_000;
 
 #[derive(Clone)]
 struct Entry {
     generation: i32,
     vendor_id: String,
     license_id: String,
-    read_at: Instant,
 }
 
-/// The cache of device token generations.
-#[derive(Default)]
+/// The cache of device token generations, each trusted for [`FRESH_FOR`].
 pub struct DeviceTokens {
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Cache<String, Entry>,
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+impl Default for DeviceTokens {
+    fn default() -> Self {
+        Self {
+            entries: Cache::builder()
+                .max_capacity(MAX_ENTRIES)
+                .time_to_live(FRESH_FOR)
+                .build(),
+        }
+    }
 }
 
 impl DeviceTokens {
@@ -52,26 +57,18 @@ impl DeviceTokens {
 
     /// Remembers a device's current generation (after activation, release, deactivation).
     pub fn remember(&self, device: &device::Model) {
-        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if entries.len() >= MAX_ENTRIES {
-            entries.clear();
-        }
+        let read = Entry {
+            generation: device.token_generation,
+            vendor_id: device.vendor_id.clone(),
+            license_id: device.license_id.clone(),
+        };
         // Generations only go up: a read that raced with a release never brings the old one back.
-        if entries
-            .get(&device.id)
-            .is_some_and(|e| e.generation > device.token_generation)
-        {
-            return;
-        }
-        entries.insert(
-            device.id.clone(),
-            Entry {
-                generation: device.token_generation,
-                vendor_id: device.vendor_id.clone(),
-                license_id: device.license_id.clone(),
-                read_at: Instant::now(),
-            },
-        );
+        self.entries
+            .entry(device.id.clone())
+            .and_upsert_with(|cached| match cached {
+                Some(cached) if cached.value().generation > read.generation => cached.into_value(),
+                _ => read,
+            });
     }
 
     /// The device behind a token.
@@ -95,17 +92,10 @@ impl DeviceTokens {
         };
         let generation: i32 = generation.parse().map_err(|_| invalid())?;
         let expected = secrets.keyed_hash(PURPOSE, &format!("{device_id}.{generation}"));
-        if !constant_time_eq(expected.as_bytes(), mac.as_bytes()) {
+        if !bool::from(expected.as_bytes().ct_eq(mac.as_bytes())) {
             return Err(invalid());
         }
-        let cached = {
-            let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            entries
-                .get(device_id)
-                .filter(|e| e.read_at.elapsed() < FRESH_FOR)
-                .cloned()
-        };
-        let entry = match cached {
+        let entry = match self.entries.get(device_id) {
             Some(entry) => entry,
             None => {
                 let device = device::Entity::find_by_id(device_id)
@@ -117,7 +107,6 @@ impl DeviceTokens {
                     generation: device.token_generation,
                     vendor_id: device.vendor_id,
                     license_id: device.license_id,
-                    read_at: Instant::now(),
                 }
             }
         };

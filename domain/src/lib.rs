@@ -11,6 +11,7 @@ pub mod actor;
 pub mod alerts;
 pub mod anomalies;
 pub mod audit;
+pub mod by_id;
 pub mod catalog;
 pub mod clock;
 pub mod customers;
@@ -19,6 +20,7 @@ pub mod device_tokens;
 pub mod devices;
 pub mod error;
 mod idempotency;
+mod license_files;
 pub mod licenses;
 pub mod newtypes;
 pub mod outbox;
@@ -37,6 +39,7 @@ pub use secrets::MasterSecret;
 
 use std::sync::Arc;
 
+use moka::sync::Cache;
 use sea_orm::DatabaseConnection;
 
 /// Everything a use case needs: the database, the master secret, the clock, and the
@@ -55,10 +58,8 @@ pub struct Domain {
     pub clock: Clock,
     /// Current device token generations, so device tokens verify without a database read.
     pub device_tokens: Arc<device_tokens::DeviceTokens>,
-    /// Decrypted active signing keys by vendor.
-    pub(crate) signing_keys: Arc<vendors::SigningKeyCache>,
-    /// Heartbeat intervals by license (never stale: policies do not change).
-    pub(crate) heartbeat_intervals: Arc<devices::HeartbeatIntervals>,
+    /// The process's small caches of rows that rarely change.
+    pub(crate) caches: Arc<Caches>,
 }
 
 impl Domain {
@@ -71,10 +72,26 @@ impl Domain {
             secrets,
             clock,
             device_tokens: Arc::default(),
-            signing_keys: Arc::default(),
-            heartbeat_intervals: Arc::default(),
+            caches: Arc::new(Caches {
+                signing_keys: Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(vendors::SIGNING_KEY_FRESH_FOR)
+                    .build(),
+                heartbeat_intervals: Cache::new(100_000),
+            }),
         }
     }
+}
+
+/// Bounded caches (least recently used entries leave first), shared by every clone of a
+/// [`Domain`].
+pub(crate) struct Caches {
+    /// Decrypted active signing keys (key id, key) by vendor id, kept for
+    /// [`vendors::SIGNING_KEY_FRESH_FOR`].
+    pub(crate) signing_keys: Cache<String, (String, ed25519_dalek::SigningKey)>,
+    /// Heartbeat intervals by license id (never stale: a license never changes policy and a
+    /// policy never changes).
+    pub(crate) heartbeat_intervals: Cache<String, Option<i64>>,
 }
 
 /// A new time-ordered id (UUIDv7 text), used as the primary key of every row.

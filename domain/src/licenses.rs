@@ -13,11 +13,10 @@ use sea_orm::{
 use serde_json::{Value, json};
 
 use crate::audit::{self, Change};
-use crate::catalog::string_list;
 use crate::customers::contains_ci;
 use crate::db::begin_write;
 use crate::idempotency::{self, Claim};
-use crate::newtypes::{self, LicenseKey, masked_key};
+use crate::newtypes::{self, Code, IdempotencyKey, LicenseKey, Text, masked_key};
 use crate::outbox::{self, Attachment, NewEmail};
 use crate::page::{self, Order, Page, PageRequest};
 use crate::{Actor, Capability, Domain, Error, MasterSecret, Result, new_id};
@@ -43,13 +42,13 @@ pub struct IssueLicense {
     /// Overrides the policy's seat cap.
     pub max_activations: Option<i32>,
     /// Overrides the policy's entitlements.
-    pub entitlements: Option<Vec<String>>,
+    pub entitlements: Option<Vec<Code>>,
     /// Free-form JSON object.
     pub metadata: Option<Value>,
     /// The billing subscription it follows.
-    pub billing_subscription_id: Option<String>,
+    pub billing_subscription_id: Option<Text<255>>,
     /// Retries with the same key return the same license.
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 /// A license change; the outer `None` leaves a field alone, `Some(None)` clears it.
@@ -60,7 +59,7 @@ pub struct UpdateLicense {
     /// New seat cap; `Some(None)` makes it unlimited.
     pub max_activations: Option<Option<i32>>,
     /// New entitlements.
-    pub entitlements: Option<Vec<String>>,
+    pub entitlements: Option<Vec<Code>>,
     /// New metadata; `Some(None)` clears it.
     pub metadata: Option<Option<Value>>,
 }
@@ -194,19 +193,11 @@ impl Domain {
     /// [`Error::IdempotencyConflict`].
     pub async fn issue_license(&self, actor: &Actor, input: IssueLicense) -> Result<license::Model> {
         actor.require(Capability::ManageLicenses)?;
-        let idempotency_key = input
-            .idempotency_key
-            .as_deref()
-            .map(newtypes::idempotency_key)
-            .transpose()?;
-        let entitlements = input
-            .entitlements
-            .as_deref()
-            .map(|e| newtypes::codes("entitlements", e))
-            .transpose()?;
+        let idempotency_key = input.idempotency_key;
+        let entitlements = input.entitlements.map(newtypes::code_list);
         let max_activations = check_max_activations(input.max_activations)?;
         check_metadata(input.metadata.as_ref())?;
-        let billing = newtypes::optional_text("billingSubscriptionId", input.billing_subscription_id.as_deref(), 255)?;
+        let billing = input.billing_subscription_id.map(Text::into_inner);
         let now = self.clock.now();
         if input.expires_at.is_some_and(|at| at <= now) {
             return Err(Error::InvalidInput("expiresAt must be in the future".into()));
@@ -219,7 +210,9 @@ impl Domain {
 
         let tx = begin_write(&self.writer).await?;
         let claim = match &idempotency_key {
-            Some(key) => Some(idempotency::claim(&tx, &actor.vendor_id, "issueLicense", key, &hash, now).await?),
+            Some(key) => {
+                Some(idempotency::claim(&tx, &actor.vendor_id, "issueLicense", key.as_str(), &hash, now).await?)
+            }
             None => None,
         };
         if let Some(Claim::Replay { result_id }) = &claim {
@@ -259,7 +252,7 @@ impl Domain {
             expires_at: Set(expires_at),
             max_activations: Set(max_activations.or(policy.max_activations)),
             seats_used: Set(0),
-            entitlements: Set(entitlements.map_or_else(|| policy.entitlements.clone(), |e| json!(e))),
+            entitlements: Set(entitlements.unwrap_or_else(|| policy.entitlements.clone())),
             metadata: Set(input.metadata),
             billing_subscription_id: Set(billing),
             version: Set(1),
@@ -275,13 +268,13 @@ impl Domain {
             &tx,
             actor,
             now,
-            Change {
-                action: "license.issue",
-                target_kind: "license",
-                target_id: Some(&license.id),
-                before: json!({}),
-                after: license_json(&license),
-            },
+            Change::new(
+                "license.issue",
+                "license",
+                &license.id,
+                json!({}),
+                license_json(&license),
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -358,13 +351,7 @@ impl Domain {
             &tx,
             actor,
             now,
-            Change {
-                action,
-                target_kind: "license",
-                target_id: Some(&updated.id),
-                before,
-                after: license_json(&updated),
-            },
+            Change::new(action, "license", &updated.id, before, license_json(&updated)),
         )
         .await?;
         tx.commit().await?;
@@ -456,11 +443,7 @@ impl Domain {
     /// [`Error::InvalidInput`] (e.g. a seat cap below the seats in use).
     pub async fn update_license(&self, actor: &Actor, id: &str, change: UpdateLicense) -> Result<license::Model> {
         actor.require(Capability::ManageLicenses)?;
-        let entitlements = change
-            .entitlements
-            .as_deref()
-            .map(|e| newtypes::codes("entitlements", e))
-            .transpose()?;
+        let entitlements = change.entitlements.map(newtypes::code_list);
         if let Some(max) = change.max_activations {
             check_max_activations(max)?;
         }
@@ -487,7 +470,7 @@ impl Domain {
                 model.max_activations = Set(max);
             }
             if let Some(entitlements) = entitlements {
-                model.entitlements = Set(json!(entitlements));
+                model.entitlements = Set(entitlements);
             }
             if let Some(metadata) = change.metadata {
                 model.metadata = Set(metadata);
@@ -533,9 +516,9 @@ impl Domain {
     ///
     /// # Errors
     /// [`Error::LicenseRevoked`] for a revoked license.
-    pub async fn suspend_license(&self, actor: &Actor, id: &str, reason: Option<String>) -> Result<license::Model> {
+    pub async fn suspend_license(&self, actor: &Actor, id: &str, reason: Option<Text<500>>) -> Result<license::Model> {
         actor.require(Capability::Support)?;
-        let reason = newtypes::optional_text("reason", reason.as_deref(), 500)?;
+        let reason = reason.map(Text::into_inner);
         self.change_license(actor, id, "license.suspend", |current, _| match current.status {
             LicenseStatus::Revoked => Err(Error::LicenseRevoked("a revoked license cannot be suspended".into())),
             LicenseStatus::Suspended => Ok(None),
@@ -572,9 +555,9 @@ impl Domain {
     ///
     /// # Errors
     /// [`Error::Forbidden`] or [`Error::NotFound`].
-    pub async fn revoke_license(&self, actor: &Actor, id: &str, reason: Option<String>) -> Result<license::Model> {
+    pub async fn revoke_license(&self, actor: &Actor, id: &str, reason: Option<Text<500>>) -> Result<license::Model> {
         actor.require(Capability::ManageLicenses)?;
-        let reason = newtypes::optional_text("reason", reason.as_deref(), 500)?;
+        let reason = reason.map(Text::into_inner);
         self.change_license(actor, id, "license.revoke", |current, _| {
             if current.status == LicenseStatus::Revoked {
                 return Ok(None);
@@ -680,18 +663,6 @@ impl Domain {
         .await
     }
 
-    /// Licenses by id (for a DataLoader).
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn licenses_by_ids(&self, actor: &Actor, ids: &[String]) -> Result<Vec<license::Model>> {
-        Ok(license::Entity::find()
-            .filter(license::Column::VendorId.eq(&actor.vendor_id))
-            .filter(license::Column::Id.is_in(ids.iter().map(String::as_str)))
-            .all(&self.db)
-            .await?)
-    }
-
     /// The license key as this caller may see it: in full for OWNER, ADMIN and SUPPORT (or
     /// when `issued_by_caller`, the response to the call that issued it), else masked.
     ///
@@ -705,12 +676,6 @@ impl Domain {
         let canonical = String::from_utf8(raw).map_err(|_| Error::Internal("stored key is not text".into()))?;
         Ok(LicenseKey::parse(&canonical)?.display())
     }
-}
-
-/// The entitlements stored on a license.
-#[must_use]
-pub fn license_entitlements(license: &license::Model) -> Vec<String> {
-    string_list(&license.entitlements)
 }
 
 #[cfg(test)]

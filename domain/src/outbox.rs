@@ -12,7 +12,6 @@ use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::alerts::{self, NewAlert};
 use crate::db::begin_write;
@@ -27,16 +26,7 @@ pub const GIVE_UP_AFTER_DAYS: i64 = 4;
 /// Rows the relay hands to the queue per call.
 const RELAY_BATCH: u64 = 200;
 
-/// A file attached to an email.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attachment {
-    /// File name shown to the recipient.
-    pub filename: String,
-    /// MIME type.
-    pub content_type: String,
-    /// The content (text).
-    pub content: String,
-}
+pub use entity::columns::{Attachment, AttachmentList};
 
 /// An email to promise.
 pub(crate) struct NewEmail<'a> {
@@ -64,7 +54,7 @@ pub(crate) async fn promise(db: &impl ConnectionTrait, email: NewEmail<'_>, now:
         to_address: Set(email.to.join(", ")),
         subject: Set(email.subject),
         context: Set(email.context),
-        attachments: Set(serde_json::to_value(email.attachments).unwrap_or_default()),
+        attachments: Set(AttachmentList(email.attachments)),
         status: Set(EmailStatus::Pending),
         attempts: Set(0),
         last_error: Set(None),

@@ -100,10 +100,7 @@ fn generated_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 fn hex_secret() -> String {
-    crate::secrets::random_bytes::<32>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(crate::secrets::random_bytes::<32>())
 }
 
 /// Writes `contents` to a new file readable only by its owner (mode 0600).

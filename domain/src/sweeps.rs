@@ -19,7 +19,6 @@ use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Quer
 use serde_json::json;
 
 use crate::alerts;
-use crate::catalog::string_list;
 use crate::db::begin_write;
 use crate::devices::{dead_alert, release_seats};
 use crate::outbox::{self, NewEmail};
@@ -161,7 +160,7 @@ impl Domain {
             let Some(vendor) = vendor::Entity::find_by_id(&vendor_id).one(&tx).await? else {
                 continue;
             };
-            let to = string_list(&vendor.alert_emails);
+            let to = &vendor.alert_emails.0;
             if claimed.is_empty() || to.is_empty() {
                 continue;
             }
@@ -185,7 +184,7 @@ impl Domain {
                     vendor_id: &vendor.id,
                     kind: "alert_digest",
                     dedupe_key: claimed.first().map(|a| format!("alert-digest:{}:{recipient}", a.id)),
-                    to: vec![recipient],
+                    to: vec![recipient.clone()],
                     subject: format!("[{}] {}", vendor.name, summary.join(", ")),
                     context: context.clone(),
                     attachments: Vec::new(),

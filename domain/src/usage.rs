@@ -21,10 +21,10 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
 use crate::anomalies::{self, NewAnomaly};
-use crate::catalog::policy_meters;
 use crate::db::begin_write;
-use crate::devices::{acknowledged_usage, release_in};
+use crate::devices::release_in;
 use crate::idempotency::{self, Claim};
+use crate::license_files::acknowledged_usage;
 use crate::licenses::with_policy;
 use crate::{Actor, Capability, Domain, Error, Result, new_id};
 
@@ -76,8 +76,10 @@ pub fn period_start(reset: ResetPeriod, at: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 fn reset_period_of(policy: &policy::Model, meter: &str) -> ResetPeriod {
-    policy_meters(policy)
-        .into_iter()
+    policy
+        .meters
+        .0
+        .iter()
         .find(|m| m.code == meter)
         .map_or(ResetPeriod::Never, |m| m.reset_period)
 }
@@ -234,7 +236,7 @@ impl Domain {
                 "the file does not match the device's activation (license or fingerprint differ)".into(),
             ));
         }
-        let meters = policy_meters(&policy);
+        let meters = &policy.meters.0;
         if let Some(bad) = file.records.iter().find(|r| {
             !(1..=ledger::MAX_QUANTITY).contains(&r.quantity)
                 || r.meter.len() > MAX_METER_LEN
@@ -367,7 +369,7 @@ impl Domain {
     /// # Errors
     /// Database errors.
     pub async fn license_usage(&self, license: &license::Model, policy: &policy::Model) -> Result<Vec<MeterUsage>> {
-        let meters = policy_meters(policy);
+        let meters = &policy.meters.0;
         if meters.is_empty() {
             return Ok(Vec::new());
         }
@@ -377,7 +379,7 @@ impl Domain {
             .all(&self.db)
             .await?;
         Ok(meters
-            .into_iter()
+            .iter()
             .map(|m| {
                 let start = period_start(m.reset_period, now);
                 let used = totals
@@ -390,7 +392,7 @@ impl Domain {
                     limit: m.limit,
                     remaining: m.limit.map(|limit| Ord::max(limit - used, 0)),
                     period_start: (m.reset_period != ResetPeriod::Never).then_some(start),
-                    meter: m.code,
+                    meter: m.code.clone(),
                 }
             })
             .collect())

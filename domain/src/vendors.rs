@@ -12,20 +12,16 @@ use serde_json::json;
 use crate::access::{NewApiToken, NewStaffUser};
 use crate::audit::{self, Change};
 use crate::db::begin_write;
+use crate::newtypes::{Email, Text};
 use crate::secrets::random_bytes;
-use crate::{Actor, Capability, Domain, Error, Result, new_id, newtypes};
+use crate::{Actor, Capability, Domain, Error, Result, new_id};
+use entity::columns::StringList;
 
 /// Most addresses a vendor may list for staff alerts.
 const MAX_ALERT_EMAILS: usize = 20;
 /// How long a decrypted signing key is reused before it is read again (a rotation in another
 /// process is picked up within this time; files signed meanwhile still verify).
-const SIGNING_KEY_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Decrypted active signing keys by vendor id.
-#[derive(Default)]
-pub(crate) struct SigningKeyCache(
-    std::sync::Mutex<std::collections::HashMap<String, (String, ed25519_dalek::SigningKey, std::time::Instant)>>,
-);
+pub(crate) const SIGNING_KEY_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What `create-vendor` (and the first start) hands back.
 #[derive(Debug)]
@@ -40,9 +36,9 @@ pub struct CreatedVendor {
 #[derive(Debug, Default)]
 pub struct VendorSettings {
     /// A new display name.
-    pub name: Option<String>,
+    pub name: Option<Text<200>>,
     /// Who receives staff alerts (replaces the list).
-    pub alert_emails: Option<Vec<String>>,
+    pub alert_emails: Option<Vec<Email>>,
 }
 
 fn slug(value: &str) -> Result<String> {
@@ -75,9 +71,9 @@ impl Domain {
     /// # Errors
     /// [`Error::InvalidInput`] for a bad name, slug or email, or a slug already taken.
     pub async fn create_vendor(&self, name: &str, slug_value: &str, owner_email: &str) -> Result<CreatedVendor> {
-        let name = newtypes::text("name", name, 200)?;
+        let name = Text::<200>::parse("name", name)?.into_inner();
         let slug_value = slug(slug_value)?;
-        let owner_email = newtypes::email(owner_email)?;
+        let owner_email = Email::try_from(owner_email)?;
         let now = self.clock.now();
         let tx = begin_write(&self.writer).await?;
         if vendor::Entity::find()
@@ -92,7 +88,7 @@ impl Domain {
             id: Set(new_id()),
             name: Set(name),
             slug: Set(slug_value),
-            alert_emails: Set(json!([owner_email])),
+            alert_emails: Set(StringList(vec![owner_email.as_str().to_owned()])),
             created_at: Set(now),
             updated_at: Set(now),
         }
@@ -118,27 +114,22 @@ impl Domain {
                 &tx,
                 &system,
                 NewApiToken {
-                    name: "owner token".into(),
+                    name: Text::parse("name", "owner token")?,
                     role: Role::Owner,
                     expires_at: None,
                 },
                 now,
             )
             .await?;
+        let after = json!({
+            "name": vendor.name, "slug": vendor.slug, "owner_email": owner.email,
+            "signing_key": key.kid, "owner_token_id": token.0.id,
+        });
         audit::record(
             &tx,
             &system,
             now,
-            Change {
-                action: "vendor.create",
-                target_kind: "vendor",
-                target_id: Some(&vendor.id),
-                before: json!({}),
-                after: json!({
-                    "name": vendor.name, "slug": vendor.slug, "owner_email": owner.email,
-                    "signing_key": key.kid, "owner_token_id": token.0.id,
-                }),
-            },
+            Change::new("vendor.create", "vendor", &vendor.id, json!({}), after),
         )
         .await?;
         tx.commit().await?;
@@ -166,7 +157,7 @@ impl Domain {
     /// [`Error::Forbidden`] below ADMIN; [`Error::InvalidInput`] for a bad name or address.
     pub async fn update_vendor_settings(&self, actor: &Actor, settings: VendorSettings) -> Result<vendor::Model> {
         actor.require(Capability::ManageVendor)?;
-        let name = newtypes::optional_text("name", settings.name.as_deref(), 200)?;
+        let name = settings.name.map(Text::into_inner);
         let alert_emails = match settings.alert_emails {
             None => None,
             Some(list) if list.len() > MAX_ALERT_EMAILS => {
@@ -174,8 +165,8 @@ impl Domain {
             }
             Some(list) => {
                 let mut out: Vec<String> = Vec::new();
-                for e in &list {
-                    let e = newtypes::email(e)?;
+                for e in list {
+                    let e = e.into_inner();
                     if !out.contains(&e) {
                         out.push(e);
                     }
@@ -195,7 +186,7 @@ impl Domain {
             model.name = Set(name);
         }
         if let Some(list) = alert_emails {
-            model.alert_emails = Set(json!(list));
+            model.alert_emails = Set(StringList(list));
         }
         model.updated_at = Set(now);
         let updated = model.update(&tx).await?;
@@ -204,13 +195,7 @@ impl Domain {
             &tx,
             actor,
             now,
-            Change {
-                action: "vendor.update_settings",
-                target_kind: "vendor",
-                target_id: Some(&updated.id),
-                before,
-                after,
-            },
+            Change::new("vendor.update_settings", "vendor", &updated.id, before, after),
         )
         .await?;
         tx.commit().await?;
@@ -257,21 +242,17 @@ impl Domain {
             &tx,
             actor,
             now,
-            Change {
-                action: "signing_key.rotate",
-                target_kind: "signing_key",
-                target_id: Some(&key.id),
-                before: json!({ "active_kid": previous.map(|k| k.kid) }),
-                after: json!({ "active_kid": key.kid }),
-            },
+            Change::new(
+                "signing_key.rotate",
+                "signing_key",
+                &key.id,
+                json!({ "active_kid": previous.map(|k| k.kid) }),
+                json!({ "active_kid": key.kid }),
+            ),
         )
         .await?;
         tx.commit().await?;
-        self.signing_keys
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&actor.vendor_id);
+        self.caches.signing_keys.invalidate(&actor.vendor_id);
         Ok(key)
     }
 
@@ -284,17 +265,8 @@ impl Domain {
         db: &impl ConnectionTrait,
         vendor_id: &str,
     ) -> Result<(String, ed25519_dalek::SigningKey)> {
-        {
-            let cache = self
-                .signing_keys
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some((kid, key, read_at)) = cache.get(vendor_id)
-                && read_at.elapsed() < SIGNING_KEY_FRESH_FOR
-            {
-                return Ok((kid.clone(), key.clone()));
-            }
+        if let Some(cached) = self.caches.signing_keys.get(vendor_id) {
+            return Ok(cached);
         }
         let key = signing_key::Entity::find()
             .filter(signing_key::Column::VendorId.eq(vendor_id))
@@ -306,15 +278,9 @@ impl Domain {
             .secrets
             .decrypt(&signing_key_context(vendor_id), &key.private_key_enc)?;
         let signing = protocol::signing::signing_key_from_der(&der).map_err(|e| Error::Internal(e.to_string()))?;
-        let mut cache = self
+        self.caches
             .signing_keys
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        cache.insert(
-            vendor_id.to_owned(),
-            (key.kid.clone(), signing.clone(), std::time::Instant::now()),
-        );
+            .insert(vendor_id.to_owned(), (key.kid.clone(), signing.clone()));
         Ok((key.kid, signing))
     }
 

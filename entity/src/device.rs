@@ -15,7 +15,7 @@ pub struct Model {
     pub fingerprint: String,
     /// JSON object of fingerprint components.
     #[sea_orm(column_type = "JsonBinary")]
-    pub components: Json,
+    pub components: crate::columns::ComponentMap,
     pub name: Option<String>,
     pub hostname: Option<String>,
     pub platform: Option<String>,

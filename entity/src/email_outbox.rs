@@ -19,7 +19,7 @@ pub struct Model {
     pub context: Json,
     /// JSON array of attachments.
     #[sea_orm(column_type = "JsonBinary")]
-    pub attachments: Json,
+    pub attachments: crate::columns::AttachmentList,
     pub status: EmailStatus,
     pub attempts: i32,
     pub last_error: Option<String>,

@@ -10,6 +10,7 @@ pub mod alert;
 pub mod anomaly;
 pub mod api_token;
 pub mod audit_event;
+pub mod columns;
 pub mod customer;
 pub mod device;
 pub mod email_outbox;

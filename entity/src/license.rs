@@ -32,7 +32,7 @@ pub struct Model {
     pub seats_used: i32,
     /// Effective entitlements, JSON array.
     #[sea_orm(column_type = "JsonBinary")]
-    pub entitlements: Json,
+    pub entitlements: crate::columns::StringList,
     #[sea_orm(column_type = "JsonBinary", nullable)]
     pub metadata: Option<Json>,
     pub billing_subscription_id: Option<String>,

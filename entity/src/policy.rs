@@ -29,10 +29,10 @@ pub struct Model {
     pub min_component_matches: Option<i32>,
     /// JSON array of entitlement codes.
     #[sea_orm(column_type = "JsonBinary")]
-    pub entitlements: Json,
+    pub entitlements: crate::columns::StringList,
     /// JSON array of meter definitions.
     #[sea_orm(column_type = "JsonBinary")]
-    pub meters: Json,
+    pub meters: crate::columns::MeterList,
     pub subscription_backed: bool,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,

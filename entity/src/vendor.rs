@@ -15,7 +15,7 @@ pub struct Model {
     pub slug: String,
     /// JSON array of addresses that receive staff alerts.
     #[sea_orm(column_type = "JsonBinary")]
-    pub alert_emails: Json,
+    pub alert_emails: crate::columns::StringList,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -63,7 +63,7 @@ pub fn fingerprint(components: &Components) -> String {
         hasher.update(value.as_bytes());
         hasher.update(b"\n");
     }
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(hasher.finalize())
 }
 
 /// How a presented set of components compares with the activated one.

@@ -92,11 +92,7 @@ pub enum LedgerProblem {
 /// The genesis hash of a device's ledger (what its first record names as previous).
 #[must_use]
 pub fn genesis_hash(device_id: &str) -> String {
-    hex(&Sha256::digest(format!("licensing/ledger/v1\n{device_id}").as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(format!("licensing/ledger/v1\n{device_id}").as_bytes()))
 }
 
 fn record_hash(device_id: &str, seq: u64, meter: &str, quantity: i64, at: DateTime<Utc>, prev: &str) -> [u8; 32] {
@@ -125,7 +121,7 @@ pub fn append(
         quantity,
         recorded_at,
         prev_hash,
-        hash: hex(&hash),
+        hash: hex::encode(hash),
         sig: URL_SAFE_NO_PAD.encode(key.sign(&hash).to_bytes()),
     }
 }
@@ -162,7 +158,7 @@ pub fn verify_chain(
             record.recorded_at,
             &record.prev_hash,
         );
-        if hex(&hash) != record.hash {
+        if hex::encode(hash) != record.hash {
             return Err(LedgerProblem::Tampered { seq });
         }
         let signature = URL_SAFE_NO_PAD

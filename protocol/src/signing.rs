@@ -55,8 +55,7 @@ pub fn public_key_pem(key: &VerifyingKey) -> Result<String, KeyError> {
 /// Stable for the key's life, so a file can name the key that signed it.
 #[must_use]
 pub fn key_id(key: &VerifyingKey) -> String {
-    let hex: String = key.as_bytes()[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("ed25519-{hex}")
+    format!("ed25519-{}", hex::encode(&key.as_bytes()[..8]))
 }
 
 #[cfg(test)]

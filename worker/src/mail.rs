@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use domain::outbox::{Attachment, Delivery};
+use domain::outbox::Delivery;
 use entity::email_outbox;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment as MailAttachment, Mailbox, MultiPart, SinglePart};
@@ -78,7 +78,7 @@ impl Mailer {
                 .map_err(|e| format!("template {}.{ext}: {e}", email.kind))
         };
         let body = MultiPart::alternative_plain_html(render("txt")?, render("html")?);
-        let attachments: Vec<Attachment> = serde_json::from_value(email.attachments.clone()).unwrap_or_default();
+        let attachments = &email.attachments.0;
         let mut builder = Message::builder()
             .message_id(Some(email.message_id.clone()))
             .from(self.from.clone())
@@ -92,7 +92,7 @@ impl Mailer {
             let mut mixed = MultiPart::mixed().multipart(body);
             for a in attachments {
                 let content_type = ContentType::parse(&a.content_type).unwrap_or(ContentType::TEXT_PLAIN);
-                let part: SinglePart = MailAttachment::new(a.filename).body(a.content, content_type);
+                let part: SinglePart = MailAttachment::new(a.filename.clone()).body(a.content.clone(), content_type);
                 mixed = mixed.singlepart(part);
             }
             builder.multipart(mixed)

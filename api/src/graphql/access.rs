@@ -10,6 +10,7 @@ use crate::graphql::enums::Role;
 use crate::graphql::error::{ApiError, ApiResult};
 use crate::graphql::page_cost;
 use crate::limits::RateLimiter;
+use domain::newtypes::{Email, Text};
 
 /// A person who signs in to the dashboard.
 #[derive(SimpleObject, Clone)]
@@ -194,12 +195,13 @@ impl AccessMutation {
 
     /// Creates an API token (OWNER, ADMIN; never above your role). The secret is shown once.
     async fn create_api_token(&self, ctx: &Context<'_>, input: CreateApiTokenInput) -> ApiResult<CreatedApiToken> {
+        let actor = ctx.actor()?;
         let new = domain::access::NewApiToken {
-            name: input.name,
+            name: Text::parse("name", &input.name)?,
             role: input.role.into(),
             expires_at: input.expires_at,
         };
-        let (token, secret) = ctx.domain().create_api_token(ctx.actor()?, new).await?;
+        let (token, secret) = ctx.domain().create_api_token(actor, new).await?;
         Ok(CreatedApiToken {
             token: secret,
             api_token: token.into(),
@@ -213,13 +215,14 @@ impl AccessMutation {
 
     /// Adds a staff user (OWNER, ADMIN; never above your role).
     async fn create_staff_user(&self, ctx: &Context<'_>, input: CreateStaffUserInput) -> ApiResult<StaffUser> {
+        let actor = ctx.actor()?;
         let new = domain::access::NewStaffUser {
-            email: input.email,
-            name: input.name,
+            email: Email::try_from(input.email.as_str())?,
+            name: Text::optional("name", input.name.as_deref())?,
             role: input.role.into(),
             password: input.password,
         };
-        Ok(ctx.domain().create_staff_user(ctx.actor()?, new).await?.into())
+        Ok(ctx.domain().create_staff_user(actor, new).await?.into())
     }
 
     /// Sets a staff user's password (your own, or as OWNER/ADMIN anyone's at or below your

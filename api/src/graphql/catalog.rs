@@ -9,6 +9,7 @@ use crate::graphql::context::{ContextExt, Scope};
 use crate::graphql::enums::{DeadDeviceAction, DeploymentMode, ResetPeriod};
 use crate::graphql::error::{ApiError, ApiResult, ErrorCode};
 use crate::graphql::page_cost;
+use domain::newtypes::{Code, Text};
 
 /// A product the vendor sells.
 #[derive(SimpleObject, Clone)]
@@ -122,7 +123,9 @@ pub async fn load_product(scope: &Scope, id: &str) -> ApiResult<Product> {
 
 impl From<policy::Model> for Policy {
     fn from(p: policy::Model) -> Self {
-        let meters = domain::catalog::policy_meters(&p)
+        let meters = p
+            .meters
+            .0
             .into_iter()
             .map(|m| Meter {
                 code: m.code,
@@ -133,7 +136,7 @@ impl From<policy::Model> for Policy {
             .collect();
         Self {
             id: p.id.into(),
-            entitlements: domain::catalog::string_list(&p.entitlements),
+            entitlements: p.entitlements.0,
             meters,
             product_id: p.product_id,
             name: p.name,
@@ -252,29 +255,33 @@ pub struct CatalogMutation;
 impl CatalogMutation {
     /// Creates a product (OWNER, ADMIN, INTEGRATION).
     async fn create_product(&self, ctx: &Context<'_>, input: CreateProductInput) -> ApiResult<Product> {
-        Ok(ctx
-            .domain()
-            .create_product(ctx.actor()?, &input.name, &input.code)
-            .await?
-            .into())
+        let actor = ctx.actor()?;
+        let name = Text::parse("name", &input.name)?;
+        let code = Code::parse("code", &input.code)?;
+        Ok(ctx.domain().create_product(actor, name, code).await?.into())
     }
 
     /// Creates a policy (OWNER, ADMIN, INTEGRATION).
     async fn create_policy(&self, ctx: &Context<'_>, input: CreatePolicyInput) -> ApiResult<Policy> {
+        let actor = ctx.actor()?;
+        let name = Text::parse("name", &input.name)?;
+        let entitlements = Code::list("entitlements", &input.entitlements.unwrap_or_default())?;
         let meters = input
             .meters
             .unwrap_or_default()
             .into_iter()
-            .map(|m| domain::catalog::Meter {
-                code: m.code,
-                limit: m.limit,
-                reset_period: m.reset_period.map_or(entity::enums::ResetPeriod::Never, Into::into),
-                overage_limit: m.overage_limit.unwrap_or(0),
+            .map(|m| {
+                Ok(domain::catalog::NewMeter {
+                    code: Code::parse("meter code", &m.code)?,
+                    limit: m.limit,
+                    reset_period: m.reset_period.map_or(entity::enums::ResetPeriod::Never, Into::into),
+                    overage_limit: m.overage_limit.unwrap_or(0),
+                })
             })
-            .collect();
+            .collect::<domain::Result<_>>()?;
         let new = domain::catalog::NewPolicy {
             product_id: input.product_id.to_string(),
-            name: input.name,
+            name,
             duration_seconds: input.duration_seconds,
             trial: input.trial,
             max_activations: input.max_activations,
@@ -285,10 +292,10 @@ impl CatalogMutation {
             grace_seconds: input.grace_seconds,
             license_file_ttl_seconds: input.license_file_ttl_seconds,
             min_component_matches: input.min_component_matches,
-            entitlements: input.entitlements.unwrap_or_default(),
+            entitlements,
             meters,
             subscription_backed: input.subscription_backed,
         };
-        Ok(ctx.domain().create_policy(ctx.actor()?, new).await?.into())
+        Ok(ctx.domain().create_policy(actor, new).await?.into())
     }
 }

@@ -8,6 +8,7 @@ use crate::graphql::connection::{Connection, from_page, page_request};
 use crate::graphql::context::ContextExt;
 use crate::graphql::error::ApiResult;
 use crate::graphql::page_cost;
+use domain::newtypes::{Email, Text};
 
 /// A vendor's customer.
 #[derive(SimpleObject, Clone)]
@@ -102,12 +103,13 @@ impl CustomerMutation {
     /// Creates or updates the customer with this `externalId` (OWNER, ADMIN, INTEGRATION).
     /// Safe to retry: the same input twice leaves one customer.
     async fn upsert_customer(&self, ctx: &Context<'_>, input: UpsertCustomerInput) -> ApiResult<Customer> {
+        let actor = ctx.actor()?;
         let input = domain::customers::CustomerInput {
-            external_id: input.external_id,
-            name: input.name,
-            email: input.email,
-            billing_customer_id: input.billing_customer_id,
+            external_id: Text::parse("externalId", &input.external_id)?,
+            name: Text::parse("name", &input.name)?,
+            email: input.email.as_deref().map(Email::try_from).transpose()?,
+            billing_customer_id: Text::optional("billingCustomerId", input.billing_customer_id.as_deref())?,
         };
-        Ok(ctx.domain().upsert_customer(ctx.actor()?, input).await?.into())
+        Ok(ctx.domain().upsert_customer(actor, input).await?.into())
     }
 }

@@ -11,6 +11,7 @@ use crate::graphql::error::{ApiError, ApiResult, ErrorCode};
 use crate::graphql::licenses::License;
 use crate::graphql::page_cost;
 use crate::limits::RateLimiter;
+use domain::newtypes::{DeviceComponents, DevicePublicKey, Fingerprint, JsonObject, Text};
 
 /// A device's state.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -101,8 +102,8 @@ impl Device {
     }
 
     /// Its fingerprint components.
-    async fn components(&self) -> Json<serde_json::Value> {
-        Json(self.model.components.clone())
+    async fn components(&self) -> Json<protocol::fingerprint::Components> {
+        Json(self.model.components.0.clone())
     }
 
     /// Status now (PENDING_SYNC and DEAD are computed from the license and the clock).
@@ -357,26 +358,25 @@ impl DeviceMutation {
     async fn activate_device(&self, ctx: &Context<'_>, input: ActivateDeviceInput) -> ApiResult<Activation> {
         let domain = ctx.domain();
         let (limiter, ip) = key_guessing_guard(ctx)?;
-        let activation = domain
-            .activate_device(
-                domain::devices::ActivateInput {
-                    license_key: input.license_key,
-                    fingerprint: input.fingerprint,
-                    components: pairs(input.components),
-                    name: input.name,
-                    hostname: input.hostname,
-                    platform: input.platform,
-                    public_key: input.device_public_key,
-                    variables: input.variables.map(|v| v.0),
-                },
-                ctx.request_id(),
-            )
-            .await
-            .inspect_err(|e| {
-                if matches!(e, domain::Error::NotFound("license")) {
-                    limiter.0.record(&ip);
-                }
-            })?;
+        let input = domain::devices::ActivateInput {
+            license_key: input.license_key,
+            fingerprint: Fingerprint::try_from(input.fingerprint.as_str())?,
+            components: DeviceComponents::try_from(pairs(input.components).as_slice())?,
+            name: Text::optional("name", input.name.as_deref())?,
+            hostname: Text::optional("hostname", input.hostname.as_deref())?,
+            platform: Text::optional("platform", input.platform.as_deref())?,
+            public_key: input
+                .device_public_key
+                .as_deref()
+                .map(DevicePublicKey::try_from)
+                .transpose()?,
+            variables: input.variables.map(|v| JsonObject::try_from(v.0)).transpose()?,
+        };
+        let activation = domain.activate_device(input, ctx.request_id()).await.inspect_err(|e| {
+            if matches!(e, domain::Error::NotFound("license")) {
+                limiter.0.record(&ip);
+            }
+        })?;
         let scope = Some(Scope::new(domain, activation.actor));
         Ok(Activation {
             device: Device::scoped(activation.device, scope),

@@ -52,7 +52,7 @@ pub struct Email {
 
 impl From<email_outbox::Model> for Email {
     fn from(e: email_outbox::Model) -> Self {
-        let attachments: Vec<domain::outbox::Attachment> = serde_json::from_value(e.attachments).unwrap_or_default();
+        let attachments = e.attachments.0;
         Self {
             id: e.id.into(),
             kind: e.kind,

@@ -13,6 +13,7 @@ use crate::graphql::enums::LicenseStatus;
 use crate::graphql::error::{ApiError, ApiResult, ErrorCode};
 use crate::graphql::page_cost;
 use crate::graphql::usage::MeterUsage;
+use domain::newtypes::{Code, IdempotencyKey, Text};
 
 /// A license.
 #[derive(Clone)]
@@ -153,7 +154,7 @@ impl License {
 
     /// Entitlement codes.
     async fn entitlements(&self) -> Vec<String> {
-        domain::licenses::license_entitlements(&self.model)
+        self.model.entitlements.0.clone()
     }
 
     /// Bumped by every change that alters the license file.
@@ -287,18 +288,25 @@ pub struct LicenseMutation;
 impl LicenseMutation {
     /// Issues a license (OWNER, ADMIN, INTEGRATION). The response shows the key in full.
     async fn issue_license(&self, ctx: &Context<'_>, input: IssueLicenseInput) -> ApiResult<License> {
+        let actor = ctx.actor()?;
+        let idempotency_key = input
+            .idempotency_key
+            .as_deref()
+            .map(IdempotencyKey::try_from)
+            .transpose()?;
+        let entitlements = input.entitlements.map(|e| Code::list("entitlements", &e)).transpose()?;
         let issue = domain::licenses::IssueLicense {
             policy_id: input.policy_id.to_string(),
             customer_id: input.customer_id.map(|id| id.to_string()),
             customer_external_id: input.customer_external_id,
             expires_at: input.expires_at,
             max_activations: input.max_activations,
-            entitlements: input.entitlements,
+            entitlements,
             metadata: input.metadata.map(|m| m.0),
-            billing_subscription_id: input.billing_subscription_id,
-            idempotency_key: input.idempotency_key,
+            billing_subscription_id: Text::optional("billingSubscriptionId", input.billing_subscription_id.as_deref())?,
+            idempotency_key,
         };
-        let model = ctx.domain().issue_license(ctx.actor()?, issue).await?;
+        let model = ctx.domain().issue_license(actor, issue).await?;
         Ok(License {
             model,
             issued_to_caller: true,
@@ -308,17 +316,14 @@ impl LicenseMutation {
 
     /// Changes expiry, seat cap, entitlements or metadata (OWNER, ADMIN, INTEGRATION).
     async fn update_license(&self, ctx: &Context<'_>, input: UpdateLicenseInput) -> ApiResult<License> {
+        let actor = ctx.actor()?;
         let change = domain::licenses::UpdateLicense {
             expires_at: maybe(input.expires_at, |at| at),
             max_activations: maybe(input.max_activations, |n| n),
-            entitlements: input.entitlements,
+            entitlements: input.entitlements.map(|e| Code::list("entitlements", &e)).transpose()?,
             metadata: maybe(input.metadata, |m| m.0),
         };
-        Ok(ctx
-            .domain()
-            .update_license(ctx.actor()?, &input.id, change)
-            .await?
-            .into())
+        Ok(ctx.domain().update_license(actor, &input.id, change).await?.into())
     }
 
     /// Adds the policy's duration to the expiry (from now if already expired).
@@ -328,7 +333,9 @@ impl LicenseMutation {
 
     /// Suspends a license until reinstated (OWNER, ADMIN, SUPPORT, INTEGRATION).
     async fn suspend_license(&self, ctx: &Context<'_>, id: ID, reason: Option<String>) -> ApiResult<License> {
-        Ok(ctx.domain().suspend_license(ctx.actor()?, &id, reason).await?.into())
+        let actor = ctx.actor()?;
+        let reason = Text::optional("reason", reason.as_deref())?;
+        Ok(ctx.domain().suspend_license(actor, &id, reason).await?.into())
     }
 
     /// Lifts a suspension (OWNER, ADMIN, SUPPORT, INTEGRATION).
@@ -338,6 +345,8 @@ impl LicenseMutation {
 
     /// Ends a license for good (OWNER, ADMIN, INTEGRATION).
     async fn revoke_license(&self, ctx: &Context<'_>, id: ID, reason: Option<String>) -> ApiResult<License> {
-        Ok(ctx.domain().revoke_license(ctx.actor()?, &id, reason).await?.into())
+        let actor = ctx.actor()?;
+        let reason = Text::optional("reason", reason.as_deref())?;
+        Ok(ctx.domain().revoke_license(actor, &id, reason).await?.into())
     }
 }

@@ -6,52 +6,29 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, Loader};
+use domain::by_id::VendorRows;
 use domain::{Actor, Domain};
 use entity::{customer, device, license, policy, product};
 
 use crate::graphql::error::ApiError;
 
-/// A row type that can be fetched in batches by id.
-pub trait FetchById: Sized + Clone + Send + Sync + 'static {
-    /// Fetches the rows with these ids that belong to the caller's vendor.
-    fn fetch(domain: &Domain, actor: &Actor, ids: &[String]) -> impl Future<Output = domain::Result<Vec<Self>>> + Send;
-    /// The row's id.
-    fn id(&self) -> &str;
-}
-
-macro_rules! fetch_by_id {
-    ($model:ty, $method:ident) => {
-        impl FetchById for $model {
-            async fn fetch(domain: &Domain, actor: &Actor, ids: &[String]) -> domain::Result<Vec<Self>> {
-                domain.$method(actor, ids).await
-            }
-            fn id(&self) -> &str {
-                &self.id
-            }
-        }
-    };
-}
-
-fetch_by_id!(product::Model, products_by_ids);
-fetch_by_id!(policy::Model, policies_by_ids);
-fetch_by_id!(customer::Model, customers_by_ids);
-fetch_by_id!(license::Model, licenses_by_ids);
-fetch_by_id!(device::Model, devices_by_ids);
-
-/// Loads rows of type `M` by id for one caller.
-pub struct ById<M> {
+/// Loads rows of table `E` by id for one caller.
+pub struct ById<E> {
     domain: Domain,
     actor: Arc<Actor>,
-    _row: std::marker::PhantomData<fn() -> M>,
+    _table: std::marker::PhantomData<fn() -> E>,
 }
 
-impl<M: FetchById> Loader<String> for ById<M> {
-    type Value = M;
+impl<E: VendorRows> Loader<String> for ById<E>
+where
+    E::Model: Sync,
+{
+    type Value = E::Model;
     type Error = ApiError;
 
-    async fn load(&self, keys: &[String]) -> Result<HashMap<String, M>, ApiError> {
-        let rows = M::fetch(&self.domain, &self.actor, keys).await?;
-        Ok(rows.into_iter().map(|row| (row.id().to_owned(), row)).collect())
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, E::Model>, ApiError> {
+        let rows = self.domain.rows_by_ids::<E>(&self.actor, keys).await?;
+        Ok(rows.into_iter().map(|row| (E::id(&row).to_owned(), row)).collect())
     }
 }
 
@@ -59,23 +36,26 @@ impl<M: FetchById> Loader<String> for ById<M> {
 #[derive(Clone)]
 pub struct Loaders {
     /// Products by id.
-    pub products: Arc<DataLoader<ById<product::Model>>>,
+    pub products: Arc<DataLoader<ById<product::Entity>>>,
     /// Policies by id.
-    pub policies: Arc<DataLoader<ById<policy::Model>>>,
+    pub policies: Arc<DataLoader<ById<policy::Entity>>>,
     /// Customers by id.
-    pub customers: Arc<DataLoader<ById<customer::Model>>>,
+    pub customers: Arc<DataLoader<ById<customer::Entity>>>,
     /// Licenses by id.
-    pub licenses: Arc<DataLoader<ById<license::Model>>>,
+    pub licenses: Arc<DataLoader<ById<license::Entity>>>,
     /// Devices by id.
-    pub devices: Arc<DataLoader<ById<device::Model>>>,
+    pub devices: Arc<DataLoader<ById<device::Entity>>>,
 }
 
-fn loader<M: FetchById>(domain: &Domain, actor: &Arc<Actor>) -> Arc<DataLoader<ById<M>>> {
+fn loader<E: VendorRows>(domain: &Domain, actor: &Arc<Actor>) -> Arc<DataLoader<ById<E>>>
+where
+    E::Model: Sync,
+{
     Arc::new(DataLoader::new(
         ById {
             domain: domain.clone(),
             actor: actor.clone(),
-            _row: std::marker::PhantomData,
+            _table: std::marker::PhantomData,
         },
         tokio::spawn,
     ))

@@ -79,8 +79,8 @@ pub fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
     usize::try_from(first).unwrap_or(100) * child_complexity
 }
 
-/// Documents remembered as valid; beyond this the cache starts over.
-const MAX_CACHED_DOCUMENTS: usize = 1024;
+/// Documents remembered as valid (the least recently used leave first).
+const MAX_CACHED_DOCUMENTS: u64 = 1024;
 /// Longest query text remembered (the hot documents are short; this bounds the cache's memory).
 const MAX_CACHED_QUERY_BYTES: usize = 4096;
 
@@ -97,7 +97,8 @@ pub struct Schemas {
     /// production, where introspection is off.
     pub introspection: Option<AppSchema>,
     /// Parsed documents by query text that passed full validation.
-    validated: std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, ExecutableDocument>>>,
+    /// (Least recently used documents leave first; the cache is shared by clones.)
+    validated: moka::sync::Cache<String, ExecutableDocument>,
 }
 
 /// How a request was prepared: the schema to run it on, and the parsed document to remember
@@ -143,7 +144,7 @@ impl Schemas {
             main: build(MAX_DEPTH, Strict),
             fast: build(MAX_DEPTH, Fast),
             introspection: (!production).then(|| build(MAX_INTROSPECTION_DEPTH, Strict)),
-            validated: std::sync::Arc::default(),
+            validated: moka::sync::Cache::new(MAX_CACHED_DOCUMENTS),
         }
     }
 
@@ -151,12 +152,7 @@ impl Schemas {
     /// introspection one when every root field of the selected operation (through fragments)
     /// is `__schema`, `__type` or `__typename`, else the main one.
     pub fn prepare(&self, request: &mut async_graphql::Request) -> Prepared<'_> {
-        let known = self
-            .validated
-            .read()
-            .ok()
-            .and_then(|docs| docs.get(&request.query).cloned());
-        if let Some(doc) = known {
+        if let Some(doc) = self.validated.get(&request.query) {
             request.set_parsed_query(doc);
             return Prepared {
                 schema: &self.fast,
@@ -188,12 +184,7 @@ impl Schemas {
         if query.len() > MAX_CACHED_QUERY_BYTES || response.errors.iter().any(|e| e.path.is_empty()) {
             return;
         }
-        if let Ok(mut docs) = self.validated.write() {
-            if docs.len() >= MAX_CACHED_DOCUMENTS {
-                docs.clear();
-            }
-            docs.insert(query, doc);
-        }
+        self.validated.insert(query, doc);
     }
 }
 

@@ -7,6 +7,7 @@ use entity::{signing_key, vendor};
 use crate::graphql::context::ContextExt;
 use crate::graphql::enums::{ActorKind, Role};
 use crate::graphql::error::ApiResult;
+use domain::newtypes::{Email, Text};
 
 /// A vendor (tenant).
 #[derive(SimpleObject, Clone)]
@@ -27,7 +28,7 @@ impl From<vendor::Model> for Vendor {
     fn from(v: vendor::Model) -> Self {
         Self {
             id: v.id.into(),
-            alert_emails: domain::catalog::string_list(&v.alert_emails),
+            alert_emails: v.alert_emails.0,
             name: v.name,
             slug: v.slug,
             created_at: v.created_at,
@@ -130,15 +131,15 @@ pub struct VendorMutation;
 impl VendorMutation {
     /// Changes the vendor's name or alert emails (OWNER, ADMIN).
     async fn update_vendor_settings(&self, ctx: &Context<'_>, input: VendorSettingsInput) -> ApiResult<Vendor> {
+        let actor = ctx.actor()?;
         let settings = domain::vendors::VendorSettings {
-            name: input.name,
-            alert_emails: input.alert_emails,
+            name: Text::optional("name", input.name.as_deref())?,
+            alert_emails: input
+                .alert_emails
+                .map(|list| list.iter().map(|e| Email::try_from(e.as_str())).collect())
+                .transpose()?,
         };
-        Ok(ctx
-            .domain()
-            .update_vendor_settings(ctx.actor()?, settings)
-            .await?
-            .into())
+        Ok(ctx.domain().update_vendor_settings(actor, settings).await?.into())
     }
 
     /// Starts signing with a new key; the old one stays listed, inactive (OWNER, ADMIN).
