@@ -131,6 +131,12 @@ pub fn host_name() -> Option<String> {
     hostname()
 }
 
+/// This machine's platform, `linux-x86_64` and the like, sent on activation.
+#[must_use]
+pub fn platform() -> String {
+    format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,11 @@
-//! Calls to the licensing server's GraphQL API (`POST <server>/graphql`): activation,
-//! heartbeat, license-file refresh, check-out and check-in, deactivation.
+//! The HTTP layer to the licensing server's GraphQL API (`POST <server>/graphql`): one typed
+//! operation per request (the documents in `client/graphql/`), its `data` read into the operation's
+//! response type, or its first error returned as [`ClientError::Server`].
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use graphql_client::GraphQLQuery;
+use serde_json::Value;
 
 use crate::ClientError;
 
@@ -34,30 +36,144 @@ impl Server {
         Ok(Self { url, http })
     }
 
-    /// Runs one operation; returns its `data`, or the first error's code and message.
+    /// Runs one operation `Q` with its `variables`; returns its `data`, or the first error's
+    /// code and message.
     ///
     /// # Errors
     /// [`ClientError::Network`] when the server cannot be reached or answers something that
-    /// is not GraphQL; [`ClientError::Server`] for a GraphQL error.
-    pub fn call(&self, token: Option<&str>, query: &str, variables: Value) -> Result<Value, ClientError> {
-        let mut request = self
-            .http
-            .post(&self.url)
-            .json(&json!({ "query": query, "variables": variables }));
+    /// is not GraphQL, or not the shape of `Q`'s answer; [`ClientError::Server`] for a GraphQL
+    /// error.
+    pub fn run<Q: GraphQLQuery>(
+        &self,
+        token: Option<&str>,
+        variables: Q::Variables,
+    ) -> Result<Q::ResponseData, ClientError> {
+        let body = Q::build_query(variables);
+        let mut request = self.http.post(&self.url).json(&body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         let response = request.send().map_err(|e| ClientError::Network(e.to_string()))?;
         let status = response.status();
-        let body: Value = response
+        let mut answer: Value = response
             .json()
             .map_err(|e| ClientError::Network(format!("HTTP {status}: {e}")))?;
-        if let Some(error) = body["errors"].as_array().and_then(|errors| errors.first()) {
+        if let Some(error) = answer["errors"].as_array().and_then(|errors| errors.first()) {
             return Err(ClientError::Server {
                 code: error["extensions"]["code"].as_str().unwrap_or("INTERNAL").to_owned(),
                 message: error["message"].as_str().unwrap_or_default().to_owned(),
             });
         }
-        Ok(body["data"].clone())
+        let data = answer.get_mut("data").map_or(Value::Null, Value::take);
+        serde_json::from_value(data).map_err(|e| {
+            ClientError::Network(format!(
+                "HTTP {status}: the answer to {} is not what schema.graphql says: {e}",
+                body.operation_name
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests: a failure should stop the test loudly")]
+mod tests {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    use std::net::TcpListener;
+    use std::thread::JoinHandle;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::operations::{CheckOutDevice, Heartbeat, check_out_device, heartbeat};
+
+    /// A server on a loopback port that answers one request with `body` (JSON), and hands
+    /// back the request body it received.
+    fn answer_once(body: &'static str) -> (Server, JoinHandle<Value>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = Server::new(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let handle = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+            }
+            let mut request = vec![0; length];
+            reader.read_exact(&mut request).unwrap();
+            write!(
+                reader.into_inner(),
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            serde_json::from_slice(&request).unwrap()
+        });
+        (server, handle)
+    }
+
+    #[test]
+    fn sends_the_document_its_variables_and_the_token() {
+        let (server, request) = answer_once(r#"{"data": {"checkOutDevice": "FILE"}}"#);
+        let data = server
+            .run::<CheckOutDevice>(Some("ldt_x"), check_out_device::Variables { ttl: 3600 })
+            .unwrap();
+        assert_eq!(data.check_out_device, "FILE");
+        let request = request.join().unwrap();
+        assert_eq!(request["variables"], json!({ "ttl": 3600 }));
+        assert_eq!(request["operationName"], "CheckOutDevice");
+        let query: Vec<&str> = request["query"].as_str().unwrap().split_whitespace().collect();
+        assert_eq!(
+            query.join(" "),
+            "mutation CheckOutDevice($ttl: Int!) { checkOutDevice(ttlSeconds: $ttl) }"
+        );
+    }
+
+    #[test]
+    fn a_graphql_error_is_its_code_and_message() {
+        let (server, _) = answer_once(
+            r#"{"data": null, "errors": [{"message": "no seat", "extensions": {"code": "ACTIVATION_LIMIT_REACHED"}}]}"#,
+        );
+        let error = server.run::<Heartbeat>(None, heartbeat::Variables).unwrap_err();
+        assert!(
+            matches!(&error, ClientError::Server { code, message } if code == "ACTIVATION_LIMIT_REACHED" && message == "no seat"),
+            "{error:?}"
+        );
+        let (server, _) = answer_once(r#"{"errors": [{"message": "boom"}]}"#);
+        let error = server.run::<Heartbeat>(None, heartbeat::Variables).unwrap_err();
+        assert!(
+            matches!(&error, ClientError::Server { code, message } if code == "INTERNAL" && message == "boom"),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn an_answer_of_another_shape_is_an_error_not_a_null() {
+        let (server, _) = answer_once(r#"{"data": {"heartbeat": {"updateAvailable": true, "licenseVersion": 2}}}"#);
+        let beat = server.run::<Heartbeat>(None, heartbeat::Variables).unwrap().heartbeat;
+        assert!(beat.update_available && beat.next_heartbeat_due_at.is_none() && beat.license_version == 2);
+        let (server, _) = answer_once(r#"{"data": {"heartbeat": {"updated": true, "licenseVersion": 2}}}"#);
+        let error = server.run::<Heartbeat>(None, heartbeat::Variables).unwrap_err();
+        assert!(
+            matches!(&error, ClientError::Network(message) if message.contains("Heartbeat") && message.contains("updateAvailable")),
+            "{error:?}"
+        );
+        let (server, _) = answer_once(r#"{"data": null}"#);
+        let error = server.run::<Heartbeat>(None, heartbeat::Variables).unwrap_err();
+        assert!(matches!(error, ClientError::Network(_)), "{error:?}");
+    }
+
+    #[test]
+    fn an_unreachable_server_is_a_network_error() {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let server = Server::new(&format!("http://127.0.0.1:{port}/")).unwrap();
+        let error = server.run::<Heartbeat>(None, heartbeat::Variables).unwrap_err();
+        assert!(matches!(error, ClientError::Network(_)), "{error:?}");
     }
 }
