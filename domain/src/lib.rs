@@ -30,6 +30,7 @@ pub mod settings;
 pub mod sweeps;
 pub mod usage;
 pub mod vendors;
+pub mod worker_ticks;
 
 pub use actor::{Actor, ActorKind, Capability};
 pub use clock::Clock;

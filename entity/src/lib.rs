@@ -25,3 +25,4 @@ pub mod staff_session;
 pub mod staff_user;
 pub mod usage_record;
 pub mod vendor;
+pub mod worker_tick;

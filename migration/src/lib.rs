@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_create_data_model;
 mod m20261123_000001_alert_notifications;
+mod m20261124_000001_create_worker_ticks;
 
 /// Every migration of the licensing database, oldest first.
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_create_data_model::Migration),
             Box::new(m20261123_000001_alert_notifications::Migration),
+            Box::new(m20261124_000001_create_worker_ticks::Migration),
         ]
     }
 }

@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use sea_orm::sea_query::{Expr, ExprTrait as _, Query};
+use sea_orm::{ConnectionTrait as _, DatabaseConnection};
 use serde_json::{Value, json};
 use tests::{
     AlertSubscriber, Backend, RedisServer, SmtpSink, TestServer, WorkerProcess, activate, activation_request,
@@ -27,6 +29,32 @@ fn queue(backend: Backend) -> (Option<RedisServer>, Vec<(String, String)>) {
             (Some(redis), env)
         }
     }
+}
+
+/// The runs of a worker task (`heartbeat_sweep`, `renewal_scan`, `outbox_relay`) counted in
+/// `worker_ticks`: (started, finished).
+async fn worker_runs(db: &DatabaseConnection, task: &str) -> (i64, i64) {
+    let query = Query::select()
+        .columns(["started", "runs"])
+        .from("worker_ticks")
+        .and_where(Expr::col("task").eq(task))
+        .to_owned();
+    db.query_one(&query).await.unwrap().map_or((0, 0), |row| {
+        (row.try_get("", "started").unwrap(), row.try_get("", "runs").unwrap())
+    })
+}
+
+/// Waits until two runs of `task` have finished that started after this call. Every run counts
+/// itself as started before it works, so once the finished runs reach the started runs read
+/// here plus two, at least two of them began later, whichever worker process ran them. A test
+/// that then sees nothing more happen saw two full runs do nothing, not a stalled worker.
+async fn two_more_runs(server: &TestServer, task: &str) {
+    let db = server.database().await;
+    let (started, _) = worker_runs(&db, task).await;
+    eventually(WAIT, &format!("two more {task} runs"), || async {
+        (worker_runs(&db, task).await.1 >= started + 2).then_some(())
+    })
+    .await;
 }
 
 fn worker(server: &TestServer, queue: &[(String, String)], extra: &[(&str, &str)]) -> WorkerProcess {
@@ -157,7 +185,7 @@ async fn silent_devices(backend: Backend) {
     let env = [("SMTP_URL", smtp.as_str()), ("HEARTBEAT_SWEEP_SECS", "1")];
     let _first = worker(&server, &queue, &env);
     let _second = worker(&server, &queue, &env);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    two_more_runs(&server, "heartbeat_sweep").await;
     assert_eq!(
         tests::active_devices(&server, &license).await,
         3,
@@ -182,13 +210,15 @@ async fn silent_devices(backend: Backend) {
         assert_eq!(d["holdsSeat"], false);
     }
     let mail = sink.wait_for(1, WAIT).await;
-    // More sweeps, with both workers: nothing more.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // More sweeps, with both workers, and relay passes after them: nothing more.
+    two_more_runs(&server, "heartbeat_sweep").await;
+    two_more_runs(&server, "outbox_relay").await;
     assert_eq!(
-        sink.messages().len(),
+        emails(&server).await.len(),
         1,
         "one digest, not one email per device or per worker"
     );
+    assert_eq!(sink.messages().len(), 1);
     let dead = alerts(&server, "DEVICE_DEAD").await;
     assert_eq!(dead.len(), 3, "one alert per death: {dead:?}");
     let (subject, body, _, _) = parse_email(&mail[0]);
@@ -234,8 +264,9 @@ async fn renewal_notices(backend: Backend) {
     let _second = worker(&server, &queue, &env);
 
     let mail = sink.wait_for(2, WAIT).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(sink.messages().len(), 2, "one notice per license in range");
+    two_more_runs(&server, "renewal_scan").await;
+    assert_eq!(emails(&server).await.len(), 2, "one notice per license in range");
+    assert_eq!(sink.messages().len(), 2);
     let bodies: Vec<String> = mail.iter().map(|m| parse_email(m).1).collect();
     assert!(bodies.iter().any(|b| b.contains("in 7 days or less")), "{bodies:?}");
     assert!(bodies.iter().any(|b| b.contains("in 30 days or less")), "{bodies:?}");
@@ -250,13 +281,15 @@ async fn renewal_notices(backend: Backend) {
     // A restart changes nothing.
     first.kill();
     let _third = worker(&server, &queue, &env);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    two_more_runs(&server, "renewal_scan").await;
+    assert_eq!(emails(&server).await.len(), 2);
     assert_eq!(sink.messages().len(), 2);
 
     // Four days on, the first license is inside the 1-day threshold: one more notice.
     server.set_clock_offset(4 * DAY);
     sink.wait_for(3, WAIT).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    two_more_runs(&server, "renewal_scan").await;
+    two_more_runs(&server, "outbox_relay").await;
     assert_eq!(sink.messages().len(), 3);
     let last = parse_email(&sink.messages()[2]).1;
     assert!(last.contains("in 1 day or less"), "{last}");
@@ -316,8 +349,12 @@ async fn refresh_files(backend: Backend) {
         .await["renewLicense"]
         .clone();
     let mail = sink.wait_for(1, WAIT).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(sink.messages().len(), 1, "one email for the change");
+    // Relay passes after the send hand the row over no more.
+    two_more_runs(&server, "outbox_relay").await;
+    let all = emails(&server).await;
+    assert_eq!(all.len(), 1, "one email for the change: {all:?}");
+    assert_eq!((&all[0]["status"], &all[0]["attempts"]), (&json!("SENT"), &json!(1)));
+    assert_eq!(sink.messages().len(), 1);
     let (subject, body, attachments, _) = parse_email(&mail[0]);
     assert!(subject.contains("Updated license files"), "{subject}");
     assert!(body.contains("licensing-client install"), "{body}");
@@ -391,7 +428,8 @@ async fn smtp_faults(backend: Backend) {
     .await;
     assert_eq!(dead["attempts"], 1, "a 5xx is not retried: {dead}");
     assert!(dead["lastError"].as_str().unwrap().contains("550"), "{dead}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Relay passes after the rejection hand the DEAD row over no more.
+    two_more_runs(&server, "outbox_relay").await;
     let failed = alerts(&server, "EMAIL_FAILED").await;
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(failed[0]["message"].as_str().unwrap().contains("reject@customer.test"));
@@ -426,7 +464,8 @@ async fn killed_mid_send(backend: Backend) {
         (all.len() == 1 && all[0]["status"] == "SENT").then(|| all[0].clone())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Relay passes after the send hand the row over no more.
+    two_more_runs(&server, "outbox_relay").await;
     let delivered = sink.messages();
     assert!(
         (1..=2).contains(&delivered.len()),

@@ -29,11 +29,57 @@ pub enum Transport {
     Files(PathBuf),
 }
 
+/// An outbox row rendered: what its recipient reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// The subject line (written by the change that promised the email).
+    pub subject: String,
+    /// The plain-text body.
+    pub text: String,
+    /// The HTML body.
+    pub html: String,
+}
+
+/// The email templates, parsed once.
+pub struct Templates(Environment<'static>);
+
+impl Templates {
+    /// Parses every template.
+    ///
+    /// # Errors
+    /// A template that does not parse.
+    pub fn new() -> anyhow::Result<Self> {
+        let mut templates = Environment::new();
+        for (name, source) in TEMPLATES {
+            templates.add_template(name, source)?;
+        }
+        Ok(Self(templates))
+    }
+
+    /// Renders a row's subject and bodies from its `kind` and `context`.
+    ///
+    /// # Errors
+    /// An unknown kind, or a context the template cannot render.
+    pub fn render(&self, email: &email_outbox::Model) -> Result<Rendered, String> {
+        let render = |ext: &str| {
+            self.0
+                .get_template(&format!("{}.{ext}", email.kind))
+                .and_then(|t| t.render(&email.context))
+                .map_err(|e| format!("template {}.{ext}: {e}", email.kind))
+        };
+        Ok(Rendered {
+            subject: email.subject.clone(),
+            text: render("txt")?,
+            html: render("html")?,
+        })
+    }
+}
+
 /// Renders and sends outbox rows.
 pub struct Mailer {
     transport: Transport,
     from: Mailbox,
-    templates: Environment<'static>,
+    templates: Templates,
 }
 
 impl Mailer {
@@ -55,14 +101,10 @@ impl Mailer {
                 Transport::Files(outbox_dir)
             }
         };
-        let mut templates = Environment::new();
-        for (name, source) in TEMPLATES {
-            templates.add_template(name, source)?;
-        }
         Ok(Self {
             transport,
             from: from.parse().map_err(|e| anyhow::anyhow!("MAIL_FROM {from:?}: {e}"))?,
-            templates,
+            templates: Templates::new()?,
         })
     }
 
@@ -71,18 +113,13 @@ impl Mailer {
     /// # Errors
     /// A row that cannot become an email (unknown kind, bad address): a permanent failure.
     pub fn message(&self, email: &email_outbox::Model) -> Result<Message, String> {
-        let render = |ext: &str| {
-            self.templates
-                .get_template(&format!("{}.{ext}", email.kind))
-                .and_then(|t| t.render(&email.context))
-                .map_err(|e| format!("template {}.{ext}: {e}", email.kind))
-        };
-        let body = MultiPart::alternative_plain_html(render("txt")?, render("html")?);
+        let rendered = self.templates.render(email)?;
+        let body = MultiPart::alternative_plain_html(rendered.text, rendered.html);
         let attachments = &email.attachments.0;
         let mut builder = Message::builder()
             .message_id(Some(email.message_id.clone()))
             .from(self.from.clone())
-            .subject(email.subject.clone());
+            .subject(rendered.subject);
         for to in email.to_address.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             builder = builder.to(to.parse().map_err(|e| format!("recipient {to:?}: {e}"))?);
         }
@@ -127,5 +164,125 @@ impl Mailer {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The three kinds of email, rendered from fixed rows shaped like the ones `domain`
+    //! promises (`sweeps.rs`, `licenses.rs`): subject, text and HTML, as insta snapshots.
+    //! A changed template shows as a snapshot diff to review (`cargo insta review`); with
+    //! `CI` set, insta writes nothing and the test fails.
+
+    #![expect(clippy::unwrap_used, reason = "tests: a failure should stop the test loudly")]
+
+    use chrono::{DateTime, Utc};
+    use entity::email_outbox;
+    use entity::enums::EmailStatus;
+    use serde_json::{Value, json};
+
+    use super::{Rendered, Templates};
+
+    fn at(rfc3339: &str) -> DateTime<Utc> {
+        rfc3339.parse().unwrap()
+    }
+
+    /// An outbox row of `kind`, its ids and times fixed.
+    fn row(kind: &str, subject: &str, context: Value) -> email_outbox::Model {
+        email_outbox::Model {
+            id: "01930000-0000-7000-8000-000000000001".into(),
+            vendor_id: "01930000-0000-7000-8000-0000000000v1".into(),
+            kind: kind.into(),
+            to_address: "buyer@customer.test".into(),
+            subject: subject.into(),
+            context,
+            attachments: entity::columns::AttachmentList::default(),
+            status: EmailStatus::Pending,
+            attempts: 0,
+            last_error: None,
+            message_id: "<01930000-0000-7000-8000-000000000001@licensing>".into(),
+            dedupe_key: None,
+            created_at: at("2026-11-24T09:00:00Z"),
+            next_attempt_at: at("2026-11-24T09:00:00Z"),
+            enqueued_at: None,
+            sent_at: None,
+        }
+    }
+
+    fn render(email: &email_outbox::Model) -> String {
+        let Rendered { subject, text, html } = Templates::new().unwrap().render(email).unwrap();
+        format!("subject: {subject}\n\n--- text ---\n{text}\n\n--- html ---\n{html}\n")
+    }
+
+    #[test]
+    fn renewal_notice() {
+        let email = row(
+            "renewal_notice",
+            "Your Plant Monitor license expires on 2026-12-01",
+            json!({
+                "customer": "Plant Co",
+                "vendor": "Acme Software",
+                "product": "Plant Monitor",
+                "license_id": "01930000-0000-7000-8000-0000000000l1",
+                "key_hint": "7QX2",
+                "expires_at": "2026-12-01T12:00:00+00:00",
+                "expires_on": "Tuesday 1 December 2026, 12:00 UTC",
+                "days": 7,
+            }),
+        );
+        insta::assert_snapshot!(render(&email));
+    }
+
+    #[test]
+    fn refresh_files() {
+        let email = row(
+            "refresh_files",
+            "Updated license files for Plant Monitor",
+            json!({
+                "customer": "Plant Co",
+                "product": "Plant Monitor",
+                "key_hint": "7QX2",
+                "expires_at": "2027-01-30T12:00:00+00:00",
+                "version": 3,
+                "devices": ["line-1-press", "line-2-oven"],
+            }),
+        );
+        insta::assert_snapshot!(render(&email));
+    }
+
+    #[test]
+    fn alert_digest() {
+        let email = row(
+            "alert_digest",
+            "[Acme Software] 2 devices stopped heartbeating, 1 emails failed",
+            json!({
+                "vendor": "Acme Software",
+                "summary": ["2 devices stopped heartbeating", "1 emails failed"],
+                "alerts": [
+                    {
+                        "kind": "DEVICE_DEAD",
+                        "message": "Device line-1-press on license ..7QX2 stopped heartbeating (deadline 2026-11-24 08:58:00 UTC); its seat was released.",
+                        "created_at": "2026-11-24T08:59:00+00:00",
+                        "license_id": "01930000-0000-7000-8000-0000000000l1",
+                        "device_id": "01930000-0000-7000-8000-0000000000d1",
+                    },
+                    {
+                        "kind": "DEVICE_DEAD",
+                        "message": "Device <line-2 & oven> on license ..7QX2 stopped heartbeating (deadline 2026-11-24 08:58:30 UTC); its seat was released.",
+                        "created_at": "2026-11-24T08:59:30+00:00",
+                        "license_id": "01930000-0000-7000-8000-0000000000l1",
+                        "device_id": "01930000-0000-7000-8000-0000000000d2",
+                    },
+                    {
+                        "kind": "EMAIL_FAILED",
+                        "message": "The email \"Updated license files for Plant Monitor\" to reject@customer.test could not be delivered after 1 attempt(s): permanent error (550): mailbox unavailable",
+                        "created_at": "2026-11-24T08:59:45+00:00",
+                        "license_id": null,
+                        "device_id": null,
+                    },
+                ],
+            }),
+        );
+        insta::assert_snapshot!(render(&email));
     }
 }
