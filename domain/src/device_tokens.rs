@@ -31,7 +31,7 @@ struct Entry {
     license_id: String,
 }
 
-/// The cache of device token generations, each trusted for [`FRESH_FOR`].
+/// The cache of device token generations, each trusted for two seconds.
 pub struct DeviceTokens {
     entries: Cache<String, Entry>,
 }

@@ -3,12 +3,12 @@
 //! keyed-hash lookup column and shown in full only to roles allowed to see it.
 
 use chrono::{DateTime, Duration, Utc};
-use entity::enums::{DeploymentMode, DeviceStatus, LicenseStatus};
-use entity::{customer, device, license, policy, product};
+use entity::enums::LicenseStatus;
+use entity::{customer, license, policy};
 use sea_orm::sea_query::{LockType, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
-    JoinType, QueryFilter, QueryOrder, QuerySelect, RelationTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, JoinType, QueryFilter,
+    QuerySelect, RelationTrait,
 };
 use serde_json::{Value, json};
 
@@ -17,7 +17,6 @@ use crate::customers::contains_ci;
 use crate::db::begin_write;
 use crate::idempotency::{self, Claim};
 use crate::newtypes::{self, Code, IdempotencyKey, LicenseKey, Text, masked_key};
-use crate::outbox::{self, Attachment, NewEmail};
 use crate::page::{self, Order, Page, PageRequest};
 use crate::{Actor, Capability, Domain, Error, MasterSecret, Result, new_id};
 
@@ -356,84 +355,6 @@ impl Domain {
         .await?;
         tx.commit().await?;
         Ok(updated)
-    }
-
-    /// When a license's file changed and its policy deploys OFFLINE or HYBRID, promises the
-    /// customer one email with a freshly signed refresh file per device holding the license.
-    async fn promise_refresh_files(
-        &self,
-        tx: &DatabaseTransaction,
-        license: &license::Model,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let Some(customer_id) = &license.customer_id else {
-            return Ok(());
-        };
-        let Some(to) = customer::Entity::find_by_id(customer_id)
-            .one(tx)
-            .await?
-            .and_then(|c| c.email.map(|email| (c.name, email)))
-        else {
-            return Ok(());
-        };
-        let Some(policy) = policy::Entity::find_by_id(&license.policy_id).one(tx).await? else {
-            return Ok(());
-        };
-        if policy.deployment_mode == DeploymentMode::Online {
-            return Ok(());
-        }
-        let devices = device::Entity::find()
-            .filter(device::Column::LicenseId.eq(&license.id))
-            .filter(device::Column::Status.ne(DeviceStatus::Released))
-            .filter(device::Column::HoldsSeat.eq(true))
-            .order_by_asc(device::Column::Id)
-            .all(tx)
-            .await?;
-        if devices.is_empty() {
-            return Ok(());
-        }
-        let mut attachments = Vec::with_capacity(devices.len());
-        let mut names = Vec::with_capacity(devices.len());
-        for device in &devices {
-            let name = device
-                .name
-                .clone()
-                .or_else(|| device.hostname.clone())
-                .unwrap_or_else(|| device.id.clone());
-            let safe: String = name
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
-                .take(64)
-                .collect();
-            attachments.push(Attachment {
-                filename: format!("license-{safe}.lic"),
-                content_type: "application/x-license-file".into(),
-                content: self.sign_license_file(tx, license, &policy, device, now).await?,
-            });
-            names.push(name);
-        }
-        let product = product::Entity::find_by_id(&license.product_id)
-            .one(tx)
-            .await?
-            .map_or_else(|| "your software".to_owned(), |p| p.name);
-        let email = NewEmail {
-            vendor_id: &license.vendor_id,
-            kind: "refresh_files",
-            to: vec![to.1],
-            subject: format!("Updated license files for {product}"),
-            context: json!({
-                "customer": to.0,
-                "product": product,
-                "key_hint": license.key_last4,
-                "expires_at": license.expires_at.map(|at| at.to_rfc3339()),
-                "version": license.version,
-                "devices": names,
-            }),
-            attachments,
-            dedupe_key: Some(format!("refresh:{}:{}", license.id, license.version)),
-        };
-        outbox::promise(tx, email, now).await?;
-        Ok(())
     }
 
     /// Changes expiry, seat cap, entitlements or metadata.

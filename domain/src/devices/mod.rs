@@ -1,13 +1,13 @@
 //! Devices: the shipped software's side of a license. One concern per file:
 //!
-//! - [`activation`] holds `activateDevice` (online, authenticated by the key) and the offline
+//! - `activation.rs` holds `activateDevice` (online, authenticated by the key) and the offline
 //!   portal (`generateOfflineLicense`, staff upload a request file): two entry points over the
 //!   same named steps;
-//! - [`validation`] holds `validateLicense`;
-//! - [`device_calls`] holds what a device does with its token: heartbeat, fetch its file,
+//! - `validation.rs` holds `validateLicense`;
+//! - `device_calls.rs` holds what a device does with its token: heartbeat, fetch its file,
 //!   check out and in, deactivate;
-//! - [`staff`] holds what staff do to devices: list, release, export a refresh file;
-//! - [`seats`] holds the seat cap and the dead rule every path above shares.
+//! - `staff.rs` holds what staff do to devices: list, release, export a refresh file;
+//! - `seats.rs` holds the seat cap and the dead rule every path above shares.
 //!
 //! Seats: `licenses.seats_used` counts the devices with `holds_seat`. A seat is claimed by one
 //! conditional `UPDATE ... WHERE seats_used < max_activations` inside a transaction that holds
