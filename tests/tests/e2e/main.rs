@@ -8,4 +8,5 @@ mod devices;
 mod licenses;
 mod limits;
 mod offline;
+mod payloads;
 mod tenancy;
