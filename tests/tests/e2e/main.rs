@@ -1,0 +1,12 @@
+//! The end-to-end tests in one binary, one module per area (linking one test binary instead
+//! of eight keeps a harness change quick to rebuild). `workers.rs` stays a binary of its own.
+
+mod access;
+mod audit;
+mod client;
+mod devices;
+mod licenses;
+mod limits;
+mod offline;
+mod payloads;
+mod tenancy;
