@@ -196,6 +196,8 @@ impl AccessMutation {
     /// Creates an API token (OWNER, ADMIN; never above your role). The secret is shown once.
     async fn create_api_token(&self, ctx: &Context<'_>, input: CreateApiTokenInput) -> ApiResult<CreatedApiToken> {
         let actor = ctx.actor()?;
+        // The role first, as before input was parsed here: a caller who may not do this hears so.
+        actor.require(domain::Capability::ManageAccess)?;
         let new = domain::access::NewApiToken {
             name: Text::parse("name", &input.name)?,
             role: input.role.into(),
@@ -216,6 +218,7 @@ impl AccessMutation {
     /// Adds a staff user (OWNER, ADMIN; never above your role).
     async fn create_staff_user(&self, ctx: &Context<'_>, input: CreateStaffUserInput) -> ApiResult<StaffUser> {
         let actor = ctx.actor()?;
+        actor.require(domain::Capability::ManageAccess)?;
         let new = domain::access::NewStaffUser {
             email: Email::try_from(input.email.as_str())?,
             name: Text::optional("name", input.name.as_deref())?,

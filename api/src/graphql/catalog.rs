@@ -256,6 +256,8 @@ impl CatalogMutation {
     /// Creates a product (OWNER, ADMIN, INTEGRATION).
     async fn create_product(&self, ctx: &Context<'_>, input: CreateProductInput) -> ApiResult<Product> {
         let actor = ctx.actor()?;
+        // The role first, as before input was parsed here: a caller who may not do this hears so.
+        actor.require(domain::Capability::ManageCatalog)?;
         let name = Text::parse("name", &input.name)?;
         let code = Code::parse("code", &input.code)?;
         Ok(ctx.domain().create_product(actor, name, code).await?.into())
@@ -264,6 +266,7 @@ impl CatalogMutation {
     /// Creates a policy (OWNER, ADMIN, INTEGRATION).
     async fn create_policy(&self, ctx: &Context<'_>, input: CreatePolicyInput) -> ApiResult<Policy> {
         let actor = ctx.actor()?;
+        actor.require(domain::Capability::ManageCatalog)?;
         let name = Text::parse("name", &input.name)?;
         let entitlements = Code::list("entitlements", &input.entitlements.unwrap_or_default())?;
         let meters = input

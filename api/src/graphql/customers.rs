@@ -104,6 +104,8 @@ impl CustomerMutation {
     /// Safe to retry: the same input twice leaves one customer.
     async fn upsert_customer(&self, ctx: &Context<'_>, input: UpsertCustomerInput) -> ApiResult<Customer> {
         let actor = ctx.actor()?;
+        // The role first, as before input was parsed here: a caller who may not do this hears so.
+        actor.require(domain::Capability::ManageLicenses)?;
         let input = domain::customers::CustomerInput {
             external_id: Text::parse("externalId", &input.external_id)?,
             name: Text::parse("name", &input.name)?,

@@ -289,6 +289,8 @@ impl LicenseMutation {
     /// Issues a license (OWNER, ADMIN, INTEGRATION). The response shows the key in full.
     async fn issue_license(&self, ctx: &Context<'_>, input: IssueLicenseInput) -> ApiResult<License> {
         let actor = ctx.actor()?;
+        // The role first, as before input was parsed here: a caller who may not do this hears so.
+        actor.require(domain::Capability::ManageLicenses)?;
         let idempotency_key = input
             .idempotency_key
             .as_deref()
@@ -317,6 +319,7 @@ impl LicenseMutation {
     /// Changes expiry, seat cap, entitlements or metadata (OWNER, ADMIN, INTEGRATION).
     async fn update_license(&self, ctx: &Context<'_>, input: UpdateLicenseInput) -> ApiResult<License> {
         let actor = ctx.actor()?;
+        actor.require(domain::Capability::ManageLicenses)?;
         let change = domain::licenses::UpdateLicense {
             expires_at: maybe(input.expires_at, |at| at),
             max_activations: maybe(input.max_activations, |n| n),
@@ -334,6 +337,7 @@ impl LicenseMutation {
     /// Suspends a license until reinstated (OWNER, ADMIN, SUPPORT, INTEGRATION).
     async fn suspend_license(&self, ctx: &Context<'_>, id: ID, reason: Option<String>) -> ApiResult<License> {
         let actor = ctx.actor()?;
+        actor.require(domain::Capability::Support)?;
         let reason = Text::optional("reason", reason.as_deref())?;
         Ok(ctx.domain().suspend_license(actor, &id, reason).await?.into())
     }
@@ -346,6 +350,7 @@ impl LicenseMutation {
     /// Ends a license for good (OWNER, ADMIN, INTEGRATION).
     async fn revoke_license(&self, ctx: &Context<'_>, id: ID, reason: Option<String>) -> ApiResult<License> {
         let actor = ctx.actor()?;
+        actor.require(domain::Capability::ManageLicenses)?;
         let reason = Text::optional("reason", reason.as_deref())?;
         Ok(ctx.domain().revoke_license(actor, &id, reason).await?.into())
     }

@@ -132,6 +132,8 @@ impl VendorMutation {
     /// Changes the vendor's name or alert emails (OWNER, ADMIN).
     async fn update_vendor_settings(&self, ctx: &Context<'_>, input: VendorSettingsInput) -> ApiResult<Vendor> {
         let actor = ctx.actor()?;
+        // The role first, as before input was parsed here: a caller who may not do this hears so.
+        actor.require(domain::Capability::ManageVendor)?;
         let settings = domain::vendors::VendorSettings {
             name: Text::optional("name", input.name.as_deref())?,
             alert_emails: input
