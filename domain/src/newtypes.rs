@@ -183,9 +183,8 @@ impl TryFrom<&Components> for DeviceComponents {
     type Error = Error;
 
     fn try_from(components: &Components) -> Result<Self> {
-        fingerprint::components(components.iter().map(|(n, v)| (n.as_str(), v.as_str())))
-            .map(Self)
-            .map_err(|e| Error::InvalidInput(e.to_string()))
+        let pairs: Vec<(String, String)> = components.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+        Self::try_from(pairs.as_slice())
     }
 }
 
