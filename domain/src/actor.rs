@@ -63,8 +63,10 @@ pub enum Capability {
     ManageCatalog,
     /// Upsert customers; issue, update, renew and revoke licenses.
     ManageLicenses,
-    /// Suspend and reinstate licenses, release devices, acknowledge alerts and anomalies.
+    /// Suspend and reinstate licenses, release devices, acknowledge alerts.
     Support,
+    /// Judge consumption: acknowledge anomalies and correct usage (people, not integrations).
+    ReviewUsage,
     /// Create and revoke API tokens and staff users.
     ManageAccess,
     /// Change vendor settings and rotate signing keys.
@@ -81,6 +83,7 @@ pub fn allows(role: Role, capability: Capability) -> bool {
         C::RevealLicenseKeys => matches!(role, R::Owner | R::Admin | R::Support),
         C::ManageCatalog | C::ManageLicenses => matches!(role, R::Owner | R::Admin | R::Integration),
         C::Support => matches!(role, R::Owner | R::Admin | R::Support | R::Integration),
+        C::ReviewUsage => matches!(role, R::Owner | R::Admin | R::Support),
         C::ManageAccess | C::ManageVendor => matches!(role, R::Owner | R::Admin),
     }
 }
@@ -172,6 +175,7 @@ mod tests {
             Capability::ManageCatalog,
             Capability::ManageLicenses,
             Capability::Support,
+            Capability::ReviewUsage,
             Capability::ManageAccess,
             Capability::ManageVendor,
         ] {
@@ -185,6 +189,7 @@ mod tests {
         assert!(allows(Role::Integration, Capability::ManageLicenses));
         assert!(!allows(Role::Integration, Capability::ManageAccess));
         assert!(!allows(Role::Integration, Capability::ManageVendor));
+        assert!(!allows(Role::Integration, Capability::ReviewUsage));
         assert!(!allows(Role::Integration, Capability::RevealLicenseKeys));
     }
 

@@ -254,6 +254,7 @@ impl Domain {
             entitlements: Set(entitlements.unwrap_or_else(|| policy.entitlements.clone())),
             metadata: Set(input.metadata),
             billing_subscription_id: Set(billing),
+            meters: Set(None),
             version: Set(1),
             created_at: Set(now),
             updated_at: Set(now),

@@ -9,7 +9,7 @@
 //! quantity to `meter_totals` for its meter and reset period, in the same transaction.
 
 use chrono::{DateTime, Datelike as _, Duration, NaiveDate, TimeZone as _, Utc};
-use entity::enums::{AnomalyKind, DeviceStatus, ResetPeriod};
+use entity::enums::{AnomalyKind, DeviceStatus, ResetPeriod, UsageSource};
 use entity::{anomaly, device, license, meter_total, policy, usage_record};
 use protocol::envelope::FileError;
 use protocol::ledger::{self, LedgerProblem, LedgerRecord};
@@ -92,7 +92,7 @@ async fn count_records(
     policy: &policy::Model,
     device_id: &str,
     records: &[LedgerRecord],
-    source: &str,
+    source: UsageSource,
     now: DateTime<Utc>,
 ) -> Result<usize> {
     let mut accepted = 0;
@@ -105,11 +105,13 @@ async fn count_records(
             meter: Set(record.meter.clone()),
             quantity: Set(record.quantity),
             idempotency_key: Set(format!("ledger:{device_id}:{}", record.seq)),
-            source: Set(source.to_owned()),
+            source: Set(source),
             ledger_seq: Set(i64::try_from(record.seq).ok()),
             ledger_hash: Set(Some(record.hash.clone())),
             recorded_at: Set(record.recorded_at),
             received_at: Set(now),
+            request_hash: Set(None),
+            note: Set(None),
         })
         .on_conflict(
             OnConflict::columns([usage_record::Column::LicenseId, usage_record::Column::IdempotencyKey])
@@ -170,6 +172,7 @@ fn ledger_anomaly<'a>(device: &'a device::Model, problem: &LedgerProblem, record
         vendor_id: &device.vendor_id,
         license_id: Some(&device.license_id),
         device_id: Some(&device.id),
+        meter: None,
         kind,
         explanation: format!(
             "Device {}'s usage ledger does not continue the acknowledged record {}: {problem}. Its {} records were not counted.",
@@ -185,12 +188,12 @@ fn ledger_anomaly<'a>(device: &'a device::Model, problem: &LedgerProblem, record
             "last_seq": records.last().map(|r| r.seq),
             "uncounted_totals": unverified_totals,
         }),
-        dedupe_key: Some(format!(
+        dedupe_key: format!(
             "ledger:{}:{}:{}",
             device.id,
             device.ledger_seq.unwrap_or(0),
             records.last().map_or(0, |r| r.seq)
-        )),
+        ),
     }
 }
 
@@ -289,7 +292,7 @@ impl Domain {
                         &policy,
                         &device.id,
                         &check.new_records,
-                        "deactivation",
+                        UsageSource::Deactivation,
                         now,
                     )
                     .await?;
@@ -310,7 +313,7 @@ impl Domain {
                 }
                 Err(problem) => {
                     let flagged = anomalies::flag(&tx, ledger_anomaly(&device, &problem, &file.records), now).await?;
-                    receipt.anomalies.extend(flagged);
+                    receipt.anomalies.push(flagged.anomaly);
                 }
             }
         }

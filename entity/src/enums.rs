@@ -146,6 +146,34 @@ pub enum AnomalyKind {
     /// Usage reported by a device marked dead.
     #[sea_orm(string_value = "USAGE_WHILE_DEAD")]
     UsageWhileDead,
+    /// A device that keeps heartbeating stopped reporting usage it normally reports.
+    #[sea_orm(string_value = "USAGE_DROP")]
+    UsageDrop,
+    /// A period's allowance will run out well before the period resets.
+    #[sea_orm(string_value = "USAGE_PACE")]
+    UsagePace,
+    /// One fingerprint active under licenses of several customers.
+    #[sea_orm(string_value = "SHARED_FINGERPRINT")]
+    SharedFingerprint,
+}
+
+/// Where a usage record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UsageSource {
+    /// `recordUsage` from a device online.
+    #[sea_orm(string_value = "ONLINE")]
+    Online,
+    /// A usage report file (`importUsageReport`).
+    #[sea_orm(string_value = "USAGE_REPORT")]
+    UsageReport,
+    /// The ledger in a deactivation file.
+    #[sea_orm(string_value = "DEACTIVATION")]
+    Deactivation,
+    /// A staff correction (`adjustUsage`).
+    #[sea_orm(string_value = "ADJUSTMENT")]
+    Adjustment,
 }
 
 /// Whether staff looked at an anomaly.

@@ -36,6 +36,10 @@ pub struct Model {
     #[sea_orm(column_type = "JsonBinary", nullable)]
     pub metadata: Option<Json>,
     pub billing_subscription_id: Option<String>,
+    /// Meters that differ from the policy's, by code (the effective meters are the policy's
+    /// with these laid over them).
+    #[sea_orm(column_type = "JsonBinary", nullable)]
+    pub meters: Option<crate::columns::MeterList>,
     /// Bumped by every change that alters the license file.
     pub version: i32,
     pub created_at: DateTimeUtc,

@@ -1,5 +1,6 @@
 //! `usage_records`: One accepted consumption record.
 
+use crate::enums::UsageSource;
 use sea_orm::entity::prelude::*;
 
 /// One accepted consumption record.
@@ -13,14 +14,20 @@ pub struct Model {
     pub license_id: String,
     pub device_id: Option<String>,
     pub meter: String,
+    /// Units; negative only for a staff adjustment downwards.
     pub quantity: i64,
+    /// Unique per license: `online:<device>:<key digest>`, `ledger:<device>:<ledger>:<seq>` or
+    /// `adjust:<key digest>`.
     pub idempotency_key: String,
-    /// `online`, `report` or `deactivation`.
-    pub source: String,
+    pub source: UsageSource,
     pub ledger_seq: Option<i64>,
     pub ledger_hash: Option<String>,
     pub recorded_at: DateTimeUtc,
     pub received_at: DateTimeUtc,
+    /// SHA-256 (hex) of the input an idempotency key was first used with.
+    pub request_hash: Option<String>,
+    /// Why staff adjusted usage.
+    pub note: Option<String>,
 }
 
 /// Tables this one points to.

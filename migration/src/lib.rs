@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_create_data_model;
 mod m20261123_000001_alert_notifications;
 mod m20261124_000001_create_worker_ticks;
+mod m20261202_000001_consumption;
 
 /// Every migration of the licensing database, oldest first.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_create_data_model::Migration),
             Box::new(m20261123_000001_alert_notifications::Migration),
             Box::new(m20261124_000001_create_worker_ticks::Migration),
+            Box::new(m20261202_000001_consumption::Migration),
         ]
     }
 }

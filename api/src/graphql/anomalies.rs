@@ -1,19 +1,22 @@
-//! Anomalies: flags on suspicious consumption, with an explanation and evidence.
+//! Anomalies: flags on suspicious consumption, with an explanation and evidence; listed,
+//! read one by one and acknowledged by staff.
 
-use async_graphql::{Context, Enum, ID, Json, Object};
+use async_graphql::{Context, Enum, ID, InputObject, Json, Object};
 use chrono::{DateTime, Utc};
 use entity::anomaly;
 
+use crate::graphql::connection::{Connection, from_page, page_request};
 use crate::graphql::context::ContextExt;
 use crate::graphql::devices::Device;
 use crate::graphql::error::ApiResult;
 use crate::graphql::licenses::License;
+use crate::graphql::page_cost;
 
 /// What kind of anomaly.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(remote = "entity::enums::AnomalyKind")]
 pub enum AnomalyKind {
-    /// Usage far above the license's normal rate.
+    /// Usage far above the series' own baseline.
     UsageSpike,
     /// A device's clock went backwards.
     ClockTamper,
@@ -23,12 +26,18 @@ pub enum AnomalyKind {
     LedgerFork,
     /// Records are missing from a usage ledger.
     LedgerGap,
-    /// Many activations in a short time.
+    /// A license cycling through far more distinct devices than it has seats (seat hopping).
     ActivationBurst,
     /// A device's fingerprint keeps changing.
     FingerprintDrift,
-    /// Usage recorded by a device that is dead.
+    /// Usage recorded for a time the device was dead or released.
     UsageWhileDead,
+    /// A device that keeps heartbeating stopped reporting usage it normally reports.
+    UsageDrop,
+    /// The period's allowance will run out well before it resets.
+    UsagePace,
+    /// One fingerprint active under licenses of several customers.
+    SharedFingerprint,
 }
 
 /// Whether staff looked at it.
@@ -90,9 +99,29 @@ impl Anomaly {
             .map(Into::into))
     }
 
+    /// The meter of the usage series concerned, for consumption anomalies.
+    async fn meter(&self) -> Option<&str> {
+        self.0.meter.as_deref()
+    }
+
     /// When it was detected.
     async fn detected_at(&self) -> DateTime<Utc> {
         self.0.detected_at
+    }
+
+    /// When the situation was last seen (a repeat of an open anomaly moves it).
+    async fn last_seen_at(&self) -> DateTime<Utc> {
+        self.0.last_seen_at
+    }
+
+    /// When staff acknowledged it.
+    async fn acknowledged_at(&self) -> Option<DateTime<Utc>> {
+        self.0.acknowledged_at
+    }
+
+    /// The note staff left when acknowledging it.
+    async fn note(&self) -> Option<&str> {
+        self.0.note.as_deref()
     }
 
     /// What was seen, in a sentence.
@@ -103,5 +132,72 @@ impl Anomaly {
     /// The facts behind it.
     async fn evidence(&self) -> Option<Json<serde_json::Value>> {
         self.0.evidence.clone().map(Json)
+    }
+}
+
+/// Which anomalies to list.
+#[derive(InputObject, Default)]
+pub struct AnomalyFilter {
+    /// Only this status.
+    pub status: Option<AnomalyStatus>,
+    /// Only these kinds.
+    pub kinds: Option<Vec<AnomalyKind>>,
+    /// Only this license's.
+    pub license_id: Option<ID>,
+    /// Only this device's.
+    pub device_id: Option<ID>,
+}
+
+/// Anomaly queries.
+#[derive(Default)]
+pub struct AnomalyQuery;
+
+#[Object]
+impl AnomalyQuery {
+    /// The vendor's anomalies, newest first.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    async fn anomalies(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        filter: Option<AnomalyFilter>,
+    ) -> ApiResult<Connection<Anomaly>> {
+        let actor = ctx.actor()?;
+        actor.require(domain::Capability::Read)?;
+        let request = page_request(ctx, first, after)?;
+        let filter = filter.unwrap_or_default();
+        let filter = domain::anomalies::AnomalyFilter {
+            status: filter.status.map(Into::into),
+            kinds: filter.kinds.unwrap_or_default().into_iter().map(Into::into).collect(),
+            license_id: filter.license_id.map(|id| id.0),
+            device_id: filter.device_id.map(|id| id.0),
+        };
+        let page = ctx.domain().anomalies(actor, &filter, &request).await?;
+        Ok(from_page(page, |a| &a.id, Anomaly))
+    }
+
+    /// One anomaly; null when the vendor has none with this id.
+    async fn anomaly(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Anomaly>> {
+        Ok(ctx.domain().anomaly(ctx.actor()?, &id).await?.map(Anomaly))
+    }
+}
+
+/// Anomaly mutations.
+#[derive(Default)]
+pub struct AnomalyMutation;
+
+#[Object]
+impl AnomalyMutation {
+    /// Marks an anomaly as looked at, with an optional note (OWNER, ADMIN, SUPPORT). The same
+    /// situation seen again later opens a new anomaly.
+    async fn acknowledge_anomaly(&self, ctx: &Context<'_>, id: ID, note: Option<String>) -> ApiResult<Anomaly> {
+        let actor = ctx.actor()?;
+        actor.require(domain::Capability::ReviewUsage)?;
+        Ok(Anomaly(
+            ctx.domain()
+                .acknowledge_anomaly(actor, &id, note.as_deref())
+                .await?,
+        ))
     }
 }

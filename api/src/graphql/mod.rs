@@ -48,6 +48,7 @@ pub struct Query(
     licenses::LicenseQuery,
     devices::DeviceQuery,
     alerts::AlertQuery,
+    anomalies::AnomalyQuery,
     emails::EmailQuery,
     audit::AuditQuery,
 );
@@ -63,6 +64,7 @@ pub struct Mutation(
     devices::DeviceMutation,
     usage::UsageMutation,
     alerts::AlertMutation,
+    anomalies::AnomalyMutation,
 );
 
 /// Every subscription field.
