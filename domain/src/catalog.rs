@@ -2,7 +2,7 @@
 
 use entity::columns::MeterList;
 use entity::enums::{DeadDeviceAction, DeploymentMode, ResetPeriod};
-use entity::{policy, product};
+use entity::{license, policy, product};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::json;
 
@@ -65,6 +65,53 @@ pub struct NewPolicy {
     pub meters: Vec<NewMeter>,
     /// Backed by a billing subscription.
     pub subscription_backed: Option<bool>,
+}
+
+/// Largest meter limit or overage: far beyond any real allowance, small enough that sums of
+/// usage never overflow.
+pub const MAX_METER_ALLOWANCE: i64 = 1_000_000_000_000_000;
+
+/// Checks meters to put on a policy or a license: codes distinct, limits and overage between
+/// 0 and [`MAX_METER_ALLOWANCE`].
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming the meter at fault.
+pub fn parse_meters(new: Vec<NewMeter>) -> Result<Vec<Meter>> {
+    let mut meters: Vec<Meter> = Vec::with_capacity(new.len());
+    for meter in new {
+        let code = meter.code.into_inner();
+        if meters.iter().any(|m| m.code == code) {
+            return Err(Error::InvalidInput(format!("meter {code} is listed twice")));
+        }
+        for (field, value) in [("limit", meter.limit), ("overageLimit", Some(meter.overage_limit))] {
+            if value.is_some_and(|v| !(0..=MAX_METER_ALLOWANCE).contains(&v)) {
+                return Err(Error::InvalidInput(format!(
+                    "meter {code}: {field} must be between 0 and {MAX_METER_ALLOWANCE}"
+                )));
+            }
+        }
+        meters.push(Meter {
+            code,
+            limit: meter.limit,
+            reset_period: meter.reset_period,
+            overage_limit: meter.overage_limit,
+        });
+    }
+    Ok(meters)
+}
+
+/// The meters a license has: its policy's, with the license's own meters laid over them by
+/// code (a license meter with a new code adds a meter).
+#[must_use]
+pub fn effective_meters(policy: &policy::Model, license: &license::Model) -> Vec<Meter> {
+    let mut meters = policy.meters.0.clone();
+    for own in license.meters.iter().flat_map(|list| &list.0) {
+        match meters.iter_mut().find(|m| m.code == own.code) {
+            Some(meter) => *meter = own.clone(),
+            None => meters.push(own.clone()),
+        }
+    }
+    meters
 }
 
 /// Longest duration a policy may name: ten years, so time arithmetic never overflows.
@@ -178,21 +225,7 @@ impl Domain {
         } else {
             DeadDeviceAction::KeepSeat
         });
-        let mut meters: Vec<Meter> = Vec::with_capacity(new.meters.len());
-        for meter in new.meters {
-            let code = meter.code.into_inner();
-            if meters.iter().any(|m| m.code == code) {
-                return Err(Error::InvalidInput(format!("meter {code} is listed twice")));
-            }
-            positive("meter limit", meter.limit, 0)?;
-            positive("meter overageLimit", Some(meter.overage_limit), 0)?;
-            meters.push(Meter {
-                code,
-                limit: meter.limit,
-                reset_period: meter.reset_period,
-                overage_limit: meter.overage_limit,
-            });
-        }
+        let meters = parse_meters(new.meters)?;
         let now = self.clock.now();
         let tx = begin_write(&self.writer).await?;
         product::Entity::find_by_id(&new.product_id)

@@ -32,6 +32,9 @@ pub enum Error {
     /// Every seat of the license is taken.
     #[error("{0}")]
     ActivationLimitReached(String),
+    /// Recording the quantity would take the period past the meter's limit plus overage.
+    #[error("{0}")]
+    UsageLimitExceeded(String),
     /// The device missed its heartbeat deadline and lost its activation.
     #[error("{0}")]
     DeviceDead(String),

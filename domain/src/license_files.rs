@@ -56,9 +56,7 @@ impl Domain {
             policy: policy.id.clone(),
             status: effective_status(license, now).to_value(),
             entitlements: license.entitlements.0.clone(),
-            meters: policy
-                .meters
-                .0
+            meters: crate::catalog::effective_meters(policy, license)
                 .iter()
                 .map(|m| MeterGrant {
                     code: m.code.clone(),

@@ -3,6 +3,7 @@
 //! keyed-hash lookup column and shown in full only to roles allowed to see it.
 
 use chrono::{DateTime, Duration, Utc};
+use entity::columns::MeterList;
 use entity::enums::LicenseStatus;
 use entity::{customer, license, policy};
 use sea_orm::sea_query::{LockType, Query};
@@ -13,6 +14,7 @@ use sea_orm::{
 use serde_json::{Value, json};
 
 use crate::audit::{self, Change};
+use crate::catalog::{self, Meter, NewMeter};
 use crate::customers::contains_ci;
 use crate::db::begin_write;
 use crate::idempotency::{self, Claim};
@@ -44,6 +46,8 @@ pub struct IssueLicense {
     pub entitlements: Option<Vec<Code>>,
     /// Free-form JSON object.
     pub metadata: Option<Value>,
+    /// Meters of its own, laid over the policy's by code.
+    pub meters: Option<Vec<NewMeter>>,
     /// The billing subscription it follows.
     pub billing_subscription_id: Option<Text<255>>,
     /// Retries with the same key return the same license.
@@ -61,6 +65,8 @@ pub struct UpdateLicense {
     pub entitlements: Option<Vec<Code>>,
     /// New metadata; `Some(None)` clears it.
     pub metadata: Option<Option<Value>>,
+    /// The license's own meters (replacing those it had; empty = the policy's only).
+    pub meters: Option<Vec<NewMeter>>,
 }
 
 /// Filters for listing licenses; all given ones must match.
@@ -156,7 +162,13 @@ fn license_json(l: &license::Model) -> Value {
         "policy_id": l.policy_id, "customer_id": l.customer_id, "status": l.status, "status_reason": l.status_reason,
         "expires_at": l.expires_at, "max_activations": l.max_activations, "entitlements": l.entitlements,
         "metadata": l.metadata, "billing_subscription_id": l.billing_subscription_id, "version": l.version,
+        "meters": l.meters,
     })
+}
+
+/// The stored form of a license's own meters: `None` when it has none.
+fn license_meters(meters: Vec<Meter>) -> Option<MeterList> {
+    (!meters.is_empty()).then_some(MeterList(meters))
 }
 
 fn check_metadata(metadata: Option<&Value>) -> Result<()> {
@@ -197,6 +209,7 @@ impl Domain {
         let max_activations = check_max_activations(input.max_activations)?;
         check_metadata(input.metadata.as_ref())?;
         let billing = input.billing_subscription_id.map(Text::into_inner);
+        let own_meters = input.meters.map(catalog::parse_meters).transpose()?.and_then(license_meters);
         let now = self.clock.now();
         if input.expires_at.is_some_and(|at| at <= now) {
             return Err(Error::InvalidInput("expiresAt must be in the future".into()));
@@ -204,7 +217,7 @@ impl Domain {
         let hash = idempotency::request_hash(&json!({
             "policy_id": input.policy_id, "customer_id": input.customer_id, "customer_external_id": input.customer_external_id,
             "expires_at": input.expires_at, "max_activations": max_activations, "entitlements": entitlements,
-            "metadata": input.metadata, "billing_subscription_id": billing,
+            "metadata": input.metadata, "billing_subscription_id": billing, "meters": own_meters,
         }));
 
         let tx = begin_write(&self.writer).await?;
@@ -254,7 +267,7 @@ impl Domain {
             entitlements: Set(entitlements.unwrap_or_else(|| policy.entitlements.clone())),
             metadata: Set(input.metadata),
             billing_subscription_id: Set(billing),
-            meters: Set(None),
+            meters: Set(own_meters),
             version: Set(1),
             created_at: Set(now),
             updated_at: Set(now),
@@ -372,6 +385,7 @@ impl Domain {
         if let Some(metadata) = &change.metadata {
             check_metadata(metadata.as_ref())?;
         }
+        let meters = change.meters.map(catalog::parse_meters).transpose()?.map(license_meters);
         self.change_license(actor, id, "license.update", |current, _now| {
             if current.status == LicenseStatus::Revoked {
                 return Err(Error::LicenseRevoked("a revoked license cannot be changed".into()));
@@ -396,6 +410,9 @@ impl Domain {
             }
             if let Some(metadata) = change.metadata {
                 model.metadata = Set(metadata);
+            }
+            if let Some(meters) = meters {
+                model.meters = Set(meters);
             }
             Ok(Some(model))
         })

@@ -155,6 +155,10 @@ pub enum AnomalyKind {
     /// One fingerprint active under licenses of several customers.
     #[sea_orm(string_value = "SHARED_FINGERPRINT")]
     SharedFingerprint,
+    /// Usage a device reported late took a period past its limit plus overage (counted: it
+    /// happened).
+    #[sea_orm(string_value = "USAGE_OVER_LIMIT")]
+    UsageOverLimit,
 }
 
 /// Where a usage record came from.

@@ -26,6 +26,9 @@ pub struct Model {
     pub received_at: DateTimeUtc,
     /// SHA-256 (hex) of the input an idempotency key was first used with.
     pub request_hash: Option<String>,
+    /// What the call that recorded it answered (a retry with the same key answers the same).
+    #[sea_orm(column_type = "JsonBinary", nullable)]
+    pub answer: Option<Json>,
     /// Why staff adjusted usage.
     pub note: Option<String>,
 }

@@ -2,7 +2,8 @@
 //!
 //! - `licenses.meters`: per-license meter overrides (by code) on top of the policy's meters.
 //! - `usage_records`: `request_hash` (what an online record's idempotency key was used with, so
-//!   a reuse with other input is refused), `note` (an adjustment's reason); sources are the
+//!   a reuse with other input is refused), `answer` (what the first call answered, so a retry
+//!   gets the same), `note` (an adjustment's reason); sources are the
 //!   upper-case `UsageSource` strings.
 //! - `anomalies`: `meter`, `last_seen_at` (a repeat of an open anomaly moves it).
 //! - `usage_hourly`: usage per license, meter, device (`''` = none) and UTC hour, written in the
@@ -44,6 +45,7 @@ impl MigrationTrait for Migration {
         add_column(m, "licenses", json_binary_null("meters")).await?;
         add_column(m, "usage_records", string_len_null("request_hash", 64)).await?;
         add_column(m, "usage_records", text_null("note")).await?;
+        add_column(m, "usage_records", json_binary_null("answer")).await?;
         m.exec_stmt(
             Query::update()
                 .table("usage_records")

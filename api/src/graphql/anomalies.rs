@@ -38,6 +38,9 @@ pub enum AnomalyKind {
     UsagePace,
     /// One fingerprint active under licenses of several customers.
     SharedFingerprint,
+    /// Usage a device reported late took a period past its limit plus overage (it was
+    /// counted: the usage happened).
+    UsageOverLimit,
 }
 
 /// Whether staff looked at it.

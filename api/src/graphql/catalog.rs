@@ -61,6 +61,23 @@ pub struct MeterInput {
     pub overage_limit: Option<i64>,
 }
 
+impl MeterInput {
+    /// The meters as the domain takes them (codes checked; defaults filled in).
+    pub(crate) fn parse_all(inputs: Vec<Self>) -> domain::Result<Vec<domain::catalog::NewMeter>> {
+        inputs
+            .into_iter()
+            .map(|m| {
+                Ok(domain::catalog::NewMeter {
+                    code: Code::parse("meter code", &m.code)?,
+                    limit: m.limit,
+                    reset_period: m.reset_period.map_or(entity::enums::ResetPeriod::Never, Into::into),
+                    overage_limit: m.overage_limit.unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+}
+
 /// The rules licenses are issued under.
 #[derive(SimpleObject, Clone)]
 #[graphql(complex)]
@@ -269,19 +286,7 @@ impl CatalogMutation {
         actor.require(domain::Capability::ManageCatalog)?;
         let name = Text::parse("name", &input.name)?;
         let entitlements = Code::list("entitlements", &input.entitlements.unwrap_or_default())?;
-        let meters = input
-            .meters
-            .unwrap_or_default()
-            .into_iter()
-            .map(|m| {
-                Ok(domain::catalog::NewMeter {
-                    code: Code::parse("meter code", &m.code)?,
-                    limit: m.limit,
-                    reset_period: m.reset_period.map_or(entity::enums::ResetPeriod::Never, Into::into),
-                    overage_limit: m.overage_limit.unwrap_or(0),
-                })
-            })
-            .collect::<domain::Result<_>>()?;
+        let meters = MeterInput::parse_all(input.meters.unwrap_or_default())?;
         let new = domain::catalog::NewPolicy {
             product_id: input.product_id.to_string(),
             name,

@@ -129,6 +129,7 @@ impl From<domain::Error> for ApiError {
             E::LicenseRevoked(_) => ErrorCode::LicenseRevoked,
             E::ActivationLimitReached(_) => ErrorCode::ActivationLimitReached,
             E::DeviceDead(_) => ErrorCode::Forbidden,
+            E::UsageLimitExceeded(_) => ErrorCode::UsageLimitExceeded,
             E::InvalidFile(_) => ErrorCode::InvalidFile,
             E::RateLimited(seconds) => {
                 return Self {

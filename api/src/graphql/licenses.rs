@@ -4,7 +4,7 @@ use async_graphql::{Context, ID, InputObject, Json, MaybeUndefined, Object};
 use chrono::{DateTime, Utc};
 use entity::license;
 
-use crate::graphql::catalog::{Policy, Product, load_product};
+use crate::graphql::catalog::{MeterInput, Policy, Product, load_product};
 use crate::graphql::connection::{Connection, from_page, page_request};
 use crate::graphql::context::{ContextExt, Scope, scope_of};
 use crate::graphql::customers::Customer;
@@ -12,7 +12,7 @@ use crate::graphql::devices::Device;
 use crate::graphql::enums::LicenseStatus;
 use crate::graphql::error::{ApiError, ApiResult, ErrorCode};
 use crate::graphql::page_cost;
-use crate::graphql::usage::MeterUsage;
+use crate::graphql::usage::{MeterUsage, UsageBucket, UsagePoint};
 use domain::newtypes::{Code, IdempotencyKey, Text};
 
 /// A license.
@@ -132,6 +132,30 @@ impl License {
         Ok(usage.into_iter().map(Into::into).collect())
     }
 
+    /// Usage of one meter over time by `recordedAt` (default: the last 30 days, in hours),
+    /// empty buckets included; at most 2,000 buckets.
+    async fn usage_history(
+        &self,
+        ctx: &Context<'_>,
+        meter: String,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        bucket: Option<UsageBucket>,
+    ) -> ApiResult<Vec<UsagePoint>> {
+        let policy = scope_of(ctx, &self.scope)?
+            .loaders()
+            .policies
+            .load_one(self.model.policy_id.clone())
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "policy not found"))?;
+        let bucket = bucket.map_or(domain::usage::UsageBucket::Hour, Into::into);
+        let points = ctx
+            .domain()
+            .usage_history(ctx.actor()?, &self.model, &policy, &meter, (from, to), bucket)
+            .await?;
+        Ok(points.into_iter().map(Into::into).collect())
+    }
+
     /// When it was issued.
     async fn issued_at(&self) -> DateTime<Utc> {
         self.model.issued_at
@@ -195,6 +219,8 @@ pub struct IssueLicenseInput {
     pub entitlements: Option<Vec<String>>,
     /// A JSON object of your own.
     pub metadata: Option<Json<serde_json::Value>>,
+    /// Meters of its own, laid over the policy's by code (a new code adds a meter).
+    pub meters: Option<Vec<MeterInput>>,
     /// The billing subscription it follows.
     pub billing_subscription_id: Option<String>,
     /// Same key + same input returns the same license; same key + other input is IDEMPOTENCY_CONFLICT.
@@ -214,6 +240,8 @@ pub struct UpdateLicenseInput {
     pub entitlements: Option<Vec<String>>,
     /// New metadata; null clears it.
     pub metadata: MaybeUndefined<Json<serde_json::Value>>,
+    /// The license's own meters, replacing those it had (an empty list: the policy's only).
+    pub meters: Option<Vec<MeterInput>>,
 }
 
 /// Filters for `licenses`; all given ones must match.
@@ -305,6 +333,7 @@ impl LicenseMutation {
             max_activations: input.max_activations,
             entitlements,
             metadata: input.metadata.map(|m| m.0),
+            meters: input.meters.map(MeterInput::parse_all).transpose()?,
             billing_subscription_id: Text::optional("billingSubscriptionId", input.billing_subscription_id.as_deref())?,
             idempotency_key,
         };
@@ -325,6 +354,7 @@ impl LicenseMutation {
             max_activations: maybe(input.max_activations, |n| n),
             entitlements: input.entitlements.map(|e| Code::list("entitlements", &e)).transpose()?,
             metadata: maybe(input.metadata, |m| m.0),
+            meters: input.meters.map(MeterInput::parse_all).transpose()?,
         };
         Ok(ctx.domain().update_license(actor, &input.id, change).await?.into())
     }

@@ -52,7 +52,7 @@ impl Domain {
 
     /// Opens a write transaction on the calling device with the dead rule applied. A device
     /// that lost its seat gets [`Error::DeviceDead`] (after the marking is committed).
-    async fn live_caller_device(
+    pub(crate) async fn live_caller_device(
         &self,
         actor: &Actor,
         now: DateTime<Utc>,

@@ -10,3 +10,4 @@ mod limits;
 mod offline;
 mod payloads;
 mod tenancy;
+mod usage;
