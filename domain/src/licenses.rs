@@ -209,7 +209,11 @@ impl Domain {
         let max_activations = check_max_activations(input.max_activations)?;
         check_metadata(input.metadata.as_ref())?;
         let billing = input.billing_subscription_id.map(Text::into_inner);
-        let own_meters = input.meters.map(catalog::parse_meters).transpose()?.and_then(license_meters);
+        let own_meters = input
+            .meters
+            .map(catalog::parse_meters)
+            .transpose()?
+            .and_then(license_meters);
         let now = self.clock.now();
         if input.expires_at.is_some_and(|at| at <= now) {
             return Err(Error::InvalidInput("expiresAt must be in the future".into()));
@@ -385,7 +389,11 @@ impl Domain {
         if let Some(metadata) = &change.metadata {
             check_metadata(metadata.as_ref())?;
         }
-        let meters = change.meters.map(catalog::parse_meters).transpose()?.map(license_meters);
+        let meters = change
+            .meters
+            .map(catalog::parse_meters)
+            .transpose()?
+            .map(license_meters);
         self.change_license(actor, id, "license.update", |current, _now| {
             if current.status == LicenseStatus::Revoked {
                 return Err(Error::LicenseRevoked("a revoked license cannot be changed".into()));

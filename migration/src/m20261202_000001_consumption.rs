@@ -71,10 +71,18 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("anomalies", "ix_anomalies_vendor_kind", &["vendor_id", "kind", "id"]))
-            .await?;
-        m.create_index(index("devices", "ix_devices_vendor_fingerprint", &["vendor_id", "fingerprint"]))
-            .await?;
+        m.create_index(index(
+            "anomalies",
+            "ix_anomalies_vendor_kind",
+            &["vendor_id", "kind", "id"],
+        ))
+        .await?;
+        m.create_index(index(
+            "devices",
+            "ix_devices_vendor_fingerprint",
+            &["vendor_id", "fingerprint"],
+        ))
+        .await?;
 
         m.create_table(
             Table::create()

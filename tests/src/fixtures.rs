@@ -190,22 +190,27 @@ pub fn activation_request(
     protocol::offline::write_request(&request, &device_key).unwrap()
 }
 
-/// A deactivation file for the device a license file (from the offline portal) is bound to,
-/// signed by the device key derived from `seed` and carrying one ledger record per
-/// `(meter, quantity)`, as the client writes it.
-#[must_use]
-pub fn deactivation_file(seed: u8, license_file: &str, usage: &[(&str, i64)]) -> String {
+/// The device a license file (from the offline portal) is bound to, its key derived from
+/// `seed`, and one ledger record per `(meter, quantity)`, as the client writes them.
+fn signed_ledger(
+    seed: u8,
+    license_file: &str,
+    usage: &[(&str, i64)],
+) -> (
+    ed25519_dalek::SigningKey,
+    protocol::license_file::LicensePayload,
+    Vec<protocol::ledger::LedgerRecord>,
+) {
     let device_key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
     let payload: protocol::license_file::LicensePayload =
         protocol::envelope::open(protocol::license_file::LABEL, license_file)
             .unwrap()
             .payload()
             .unwrap();
-    let device_id = payload.device.id;
     let mut records: Vec<protocol::ledger::LedgerRecord> = Vec::new();
     for (meter, quantity) in usage {
         let record = protocol::ledger::append(
-            &device_id,
+            &payload.device.id,
             &device_key,
             records.last(),
             meter,
@@ -214,14 +219,38 @@ pub fn deactivation_file(seed: u8, license_file: &str, usage: &[(&str, i64)]) ->
         );
         records.push(record);
     }
+    (device_key, payload, records)
+}
+
+/// A deactivation file for the device a license file (from the offline portal) is bound to,
+/// signed by the device key derived from `seed` and carrying one ledger record per
+/// `(meter, quantity)`, as the client writes it.
+#[must_use]
+pub fn deactivation_file(seed: u8, license_file: &str, usage: &[(&str, i64)]) -> String {
+    let (device_key, payload, records) = signed_ledger(seed, license_file, usage);
     let file = protocol::offline::DeactivationFile {
         format: protocol::offline::FORMAT,
         license_id: payload.license_id,
-        device_id,
+        device_id: payload.device.id,
         fingerprint: payload.device.fingerprint,
         license_file_time: payload.server_time,
         deactivated_at: chrono::Utc::now(),
         records,
     };
     protocol::offline::write(&file, &device_key).unwrap()
+}
+
+/// A usage report for the device a license file is bound to, as [`deactivation_file`] builds
+/// its ledger.
+#[must_use]
+pub fn usage_report_file(seed: u8, license_file: &str, usage: &[(&str, i64)]) -> String {
+    let (device_key, payload, records) = signed_ledger(seed, license_file, usage);
+    let report = protocol::offline::UsageReport {
+        format: protocol::offline::FORMAT,
+        license_id: payload.license_id,
+        device_id: payload.device.id,
+        created_at: chrono::Utc::now(),
+        records,
+    };
+    protocol::offline::write(&report, &device_key).unwrap()
 }

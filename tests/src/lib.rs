@@ -23,7 +23,7 @@ mod worker;
 pub use client::{ClientMachine, ClientRun};
 pub use fixtures::{
     ACTIVATE, Seeded, activate, activation_request, active_devices, api_token, components, deactivation_file,
-    license_with_policy, seed, verify_license_file,
+    license_with_policy, seed, usage_report_file, verify_license_file,
 };
 pub use redis::RedisServer;
 pub use server::{Backend, TEST_SECRET, TestServer, bin_dir, binary, error_code};

@@ -198,9 +198,7 @@ impl AnomalyMutation {
         let actor = ctx.actor()?;
         actor.require(domain::Capability::ReviewUsage)?;
         Ok(Anomaly(
-            ctx.domain()
-                .acknowledge_anomaly(actor, &id, note.as_deref())
-                .await?,
+            ctx.domain().acknowledge_anomaly(actor, &id, note.as_deref()).await?,
         ))
     }
 }

@@ -51,13 +51,11 @@ impl Domain {
         let request_hash = idempotency::request_hash(&json!({
             "license_id": input.license_id, "meter": input.meter, "delta": input.delta, "reason": input.reason.as_str(),
         }));
-        let key = format!(
-            "adjust:{}",
-            hex::encode(Sha256::digest(input.idempotency_key.as_str()))
-        );
+        let key = format!("adjust:{}", hex::encode(Sha256::digest(input.idempotency_key.as_str())));
         let now = self.clock.now();
         let tx = begin_write(&self.writer).await?;
-        let select = license::Entity::find_by_id(&input.license_id).filter(license::Column::VendorId.eq(&actor.vendor_id));
+        let select =
+            license::Entity::find_by_id(&input.license_id).filter(license::Column::VendorId.eq(&actor.vendor_id));
         let (license, policy) = with_policy(&tx, select, true)
             .await?
             .ok_or(Error::NotFound("license"))?;
@@ -66,7 +64,11 @@ impl Domain {
         }
         let meter = find_meter(&policy, &license, &input.meter)?;
         let (before, _) = meter_used(&tx, &license.id, &meter, now).await?;
-        let bound = if input.delta < 0 { Bound::NotBelowZero } else { Bound::None };
+        let bound = if input.delta < 0 {
+            Bound::NotBelowZero
+        } else {
+            Bound::None
+        };
         let period = period_start(meter.reset_period, now);
         if !counting::add_to_period(&tx, &license.id, &meter.code, period, input.delta, bound).await? {
             return Err(Error::InvalidInput(format!(
@@ -104,7 +106,9 @@ impl Domain {
                 "usage.adjust",
                 "license",
                 &license.id,
-                json!({ "meter": meter.code, "period_start": period, "used": before }),
+                // The meter and period only after: the diff keeps what differs, and they name what
+                // was corrected.
+                json!({ "used": before }),
                 json!({ "meter": meter.code, "period_start": period, "used": used, "delta": input.delta, "reason": input.reason.as_str() }),
             ),
         )

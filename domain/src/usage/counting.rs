@@ -17,7 +17,8 @@ use entity::enums::UsageSource;
 use entity::{meter_total, usage_hourly, usage_record, usage_series};
 use sea_orm::sea_query::{Expr, ExprTrait as _, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect as _,
+    ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    QuerySelect as _,
 };
 
 use super::{MeterUsage, period_start};
@@ -238,14 +239,21 @@ pub(super) async fn add_ledger_to_periods(
 
 /// Adds counted records to the hourly rollup and their series (one statement per hour and
 /// meter); staff adjustments stay out of them.
-pub(super) async fn add_to_rollups(tx: &DatabaseTransaction, origin: &Origin<'_>, records: &[&NewRecord]) -> Result<()> {
+pub(super) async fn add_to_rollups(
+    tx: &DatabaseTransaction,
+    origin: &Origin<'_>,
+    records: &[&NewRecord],
+) -> Result<()> {
     let device = origin.device_id.unwrap_or("");
     let now = origin.received_at;
     let mut hours: BTreeMap<(&str, DateTime<Utc>), (i64, i64, i64)> = BTreeMap::new();
     for r in records {
-        let hour = r.recorded_at.duration_trunc(Duration::hours(1)).unwrap_or(r.recorded_at);
-        let skewed = origin.source == UsageSource::Online
-            && r.recorded_at > now + Duration::seconds(SKEW_TOLERANCE_SECONDS);
+        let hour = r
+            .recorded_at
+            .duration_trunc(Duration::hours(1))
+            .unwrap_or(r.recorded_at);
+        let skewed =
+            origin.source == UsageSource::Online && r.recorded_at > now + Duration::seconds(SKEW_TOLERANCE_SECONDS);
         let sums = hours.entry((r.meter.as_str(), hour)).or_default();
         sums.0 += r.quantity;
         sums.1 += 1;
@@ -276,7 +284,10 @@ pub(super) async fn add_to_rollups(tx: &DatabaseTransaction, origin: &Origin<'_>
                 usage_hourly::Column::Quantity,
                 hourly(usage_hourly::Column::Quantity).add(quantity),
             )
-            .value(usage_hourly::Column::Records, hourly(usage_hourly::Column::Records).add(count))
+            .value(
+                usage_hourly::Column::Records,
+                hourly(usage_hourly::Column::Records).add(count),
+            )
             .value(
                 usage_hourly::Column::SkewedRecords,
                 hourly(usage_hourly::Column::SkewedRecords).add(skewed),

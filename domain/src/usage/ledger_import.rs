@@ -27,6 +27,7 @@ use sha2::{Digest as _, Sha256};
 use super::counting::{self, NewRecord, Origin};
 use super::while_dead;
 use crate::anomalies::{self, NewAnomaly};
+use crate::audit::{self, Change};
 use crate::catalog::{Meter, effective_meters};
 use crate::db::begin_write;
 use crate::devices::release_in;
@@ -113,12 +114,21 @@ fn ledger_anomaly<'a>(device: &'a device::Model, problem: &LedgerProblem, record
             "last_seq": records.last().map(|r| r.seq),
             "uncounted_totals": unverified_totals,
         }),
-        dedupe_key: format!("{}:{}:{acknowledged}:{last}", sea_orm::ActiveEnum::to_value(&kind), device.id),
+        dedupe_key: format!(
+            "{}:{}:{acknowledged}:{last}",
+            sea_orm::ActiveEnum::to_value(&kind),
+            device.id
+        ),
     }
 }
 
 /// The anomaly of a period that late ledger records pushed past its limit.
-fn over_limit_anomaly<'a>(device: &'a device::Model, meter: &'a Meter, period: DateTime<Utc>, used: i64) -> NewAnomaly<'a> {
+fn over_limit_anomaly<'a>(
+    device: &'a device::Model,
+    meter: &'a Meter,
+    period: DateTime<Utc>,
+    used: i64,
+) -> NewAnomaly<'a> {
     let limit = meter.limit.unwrap_or_default();
     NewAnomaly {
         vendor_id: &device.vendor_id,
@@ -142,15 +152,21 @@ fn over_limit_anomaly<'a>(device: &'a device::Model, meter: &'a Meter, period: D
             "limit": limit,
             "overage_limit": meter.overage_limit,
         }),
-        dedupe_key: format!("USAGE_OVER_LIMIT:{}:{}:{}", device.license_id, meter.code, period.timestamp()),
+        dedupe_key: format!(
+            "USAGE_OVER_LIMIT:{}:{}:{}",
+            device.license_id,
+            meter.code,
+            period.timestamp()
+        ),
     }
 }
 
 /// Refuses records that name a meter the license does not have or an impossible quantity.
 fn check_records(meters: &[Meter], records: &[LedgerRecord]) -> Result<()> {
-    match records.iter().find(|r| {
-        !(1..=ledger::MAX_QUANTITY).contains(&r.quantity) || !meters.iter().any(|m| m.code == r.meter)
-    }) {
+    match records
+        .iter()
+        .find(|r| !(1..=ledger::MAX_QUANTITY).contains(&r.quantity) || !meters.iter().any(|m| m.code == r.meter))
+    {
         Some(bad) => Err(Error::InvalidFile(format!(
             "ledger record {} names a meter this license does not have ({:?}) or an invalid quantity",
             bad.seq, bad.meter
@@ -162,7 +178,12 @@ fn check_records(meters: &[Meter], records: &[LedgerRecord]) -> Result<()> {
 impl Domain {
     /// Reads the device a signed file names (vendor-scoped) under its license's row lock, and
     /// verifies the file with the device's key.
-    async fn file_device<T: DeviceFile>(&self, tx: &DatabaseTransaction, actor: &Actor, text: &str) -> Result<(T, FileDevice)> {
+    async fn file_device<T: DeviceFile>(
+        &self,
+        tx: &DatabaseTransaction,
+        actor: &Actor,
+        text: &str,
+    ) -> Result<(T, FileDevice)> {
         let claimed: T = offline::peek(text).map_err(invalid)?;
         let find =
             || device::Entity::find_by_id(claimed.device_id()).filter(device::Column::VendorId.eq(&actor.vendor_id));
@@ -212,7 +233,31 @@ impl Domain {
                 "the report names another license than the device's".into(),
             ));
         }
-        let receipt = self.count_ledger(&tx, &at, &report.records, UsageSource::UsageReport, now).await?;
+        let receipt = self
+            .count_ledger(&tx, &at, &report.records, UsageSource::UsageReport, now)
+            .await?;
+        let ledger_seq = device::Entity::find_by_id(&at.device.id)
+            .one(&tx)
+            .await?
+            .and_then(|d| d.ledger_seq);
+        audit::record(
+            &tx,
+            actor,
+            now,
+            Change::new(
+                "usage.import_report",
+                "device",
+                &at.device.id,
+                json!({ "ledger_seq": at.device.ledger_seq }),
+                json!({
+                    "ledger_seq": ledger_seq,
+                    "accepted_records": receipt.accepted_records,
+                    "duplicate_records": receipt.duplicate_records,
+                    "anomalies": receipt.anomalies.iter().map(|a| &a.id).collect::<Vec<_>>(),
+                }),
+            ),
+        )
+        .await?;
         tx.commit().await?;
         Ok(receipt)
     }
@@ -259,7 +304,9 @@ impl Domain {
                 at.device.activated_at.to_rfc3339()
             )));
         }
-        let usage = self.count_ledger(&tx, &at, &file.records, UsageSource::Deactivation, now).await?;
+        let usage = self
+            .count_ledger(&tx, &at, &file.records, UsageSource::Deactivation, now)
+            .await?;
         let device = device::Entity::find_by_id(&at.device.id)
             .one(&tx)
             .await?
@@ -330,15 +377,23 @@ impl Domain {
             received_at: now,
         };
         let inserted = counting::insert_records(tx, &origin, &new).await?;
-        let counted: Vec<&NewRecord> = new.iter().zip(&inserted).filter(|(_, new)| **new).map(|(r, _)| r).collect();
+        let counted: Vec<&NewRecord> = new
+            .iter()
+            .zip(&inserted)
+            .filter(|(_, new)| **new)
+            .map(|(r, _)| r)
+            .collect();
         receipt.accepted_records = counted.len();
         receipt.duplicate_records = records.len() - counted.len();
-        for (meter, period, used) in counting::add_ledger_to_periods(tx, &device.license_id, &meters, &counted, now).await? {
+        for (meter, period, used) in
+            counting::add_ledger_to_periods(tx, &device.license_id, &meters, &counted, now).await?
+        {
             let flagged = anomalies::flag(tx, over_limit_anomaly(device, &meter, period, used), now).await?;
             receipt.anomalies.push(flagged.anomaly);
         }
         counting::add_to_rollups(tx, &origin, &counted).await?;
-        if let Some(flagged) = while_dead::flag(tx, device, at.policy.heartbeat_interval_seconds, &counted, now).await? {
+        if let Some(flagged) = while_dead::flag(tx, device, at.policy.heartbeat_interval_seconds, &counted, now).await?
+        {
             receipt.anomalies.push(flagged);
         }
         if let Some(last) = check.new_records.last() {

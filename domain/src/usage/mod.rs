@@ -143,7 +143,11 @@ async fn meter_used(
         .all(db)
         .await?;
     let current = period_start(meter.reset_period, now);
-    let used = totals.iter().filter(|(start, _)| *start == current).map(|(_, u)| u).sum();
+    let used = totals
+        .iter()
+        .filter(|(start, _)| *start == current)
+        .map(|(_, u)| u)
+        .sum();
     let lifetime = totals.iter().map(|(_, u)| u).sum();
     Ok((used, lifetime))
 }
@@ -202,7 +206,9 @@ impl Domain {
         if from > to {
             return Err(Error::InvalidInput("from must not be after to".into()));
         }
-        let first = from.duration_trunc(step).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let first = from
+            .duration_trunc(step)
+            .map_err(|e| Error::InvalidInput(e.to_string()))?;
         let points = (to - first).num_seconds() / step.num_seconds() + 1;
         if points > MAX_HISTORY_POINTS {
             return Err(Error::InvalidInput(format!(

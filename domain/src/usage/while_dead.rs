@@ -10,8 +10,8 @@ use sea_orm::{ColumnTrait as _, DatabaseTransaction, EntityTrait, QueryFilter, Q
 use serde_json::json;
 
 use super::counting::NewRecord;
-use crate::anomalies::{self, NewAnomaly};
 use crate::Result;
+use crate::anomalies::{self, NewAnomaly};
 
 /// Clock skew allowed on both sides of a dead or released span, on top of the heartbeat
 /// interval.
@@ -19,7 +19,9 @@ const SKEW_SECONDS: i64 = 120;
 
 /// The spans in which a device was not active: `(from, until, status)`, `until = None` while it
 /// still is.
-fn inactive_spans(history: &[device_status_change::Model]) -> Vec<(DateTime<Utc>, Option<DateTime<Utc>>, DeviceStatus)> {
+fn inactive_spans(
+    history: &[device_status_change::Model],
+) -> Vec<(DateTime<Utc>, Option<DateTime<Utc>>, DeviceStatus)> {
     let mut spans = Vec::new();
     let mut open: Option<(DateTime<Utc>, DeviceStatus)> = None;
     for change in history {
@@ -66,7 +68,11 @@ pub(super) async fn flag(
             continue;
         };
         let quantity: i64 = inside.iter().map(|r| r.quantity).sum();
-        let state = if status == DeviceStatus::Dead { "dead" } else { "released" };
+        let state = if status == DeviceStatus::Dead {
+            "dead"
+        } else {
+            "released"
+        };
         let until_text = until.map_or_else(|| "now".to_owned(), |at| at.to_rfc3339());
         let meters: std::collections::BTreeSet<&str> = inside.iter().map(|r| r.meter.as_str()).collect();
         let new = NewAnomaly {

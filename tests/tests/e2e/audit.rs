@@ -83,7 +83,7 @@ async fn every_mutation(backend: Backend) {
         tests::license_with_policy(&server, &owner, "maxActivations: 1, deploymentMode: HYBRID").await;
     let offline_request = tests::activation_request(&hybrid_key, 7, "plant", Default::default());
     // A second offline device, and the deactivation file it writes.
-    let (_, _, lab_key) = tests::license_with_policy(
+    let (_, lab_license, lab_key) = tests::license_with_policy(
         &server,
         &owner,
         "deploymentMode: OFFLINE, meters: [{code: \"calls\", resetPeriod: NEVER}]",
@@ -101,8 +101,26 @@ async fn every_mutation(backend: Backend) {
         lab["generateOfflineLicense"]["licenseFile"].as_str().unwrap(),
         &[("calls", 2)],
     );
-    let alert_id =
-        server.ok(&owner, "{ alerts { nodes { id } } }", json!({})).await["alerts"]["nodes"][0]["id"].clone();
+    // The lab device's usage report, counted once before the walk (the walk imports it again),
+    // and a second report that rewrites its record 1: a forked ledger, an anomaly.
+    let lab_file = lab["generateOfflineLicense"]["licenseFile"].as_str().unwrap();
+    let report = tests::usage_report_file(8, lab_file, &[("calls", 1)]);
+    let import_report = "mutation($f: String!) { importUsageReport(file: $f) { acceptedRecords anomalies { id } } }";
+    server.ok(&owner, import_report, json!({ "f": report })).await;
+    let forked = tests::usage_report_file(8, lab_file, &[("calls", 3)]);
+    let anomaly_id = server.ok(&owner, import_report, json!({ "f": forked })).await["importUsageReport"]["anomalies"]
+        [0]["id"]
+        .clone();
+    assert!(anomaly_id.is_string(), "the fork was flagged");
+    let alert_id = server
+        .ok(&owner, "{ alerts(first: 100) { nodes { id kind } } }", json!({}))
+        .await["alerts"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "ACTIVATION_LIMIT_REACHED")
+        .unwrap()["id"]
+        .clone();
     assert!(alert_id.is_string(), "filling the one seat raised an alert");
 
     let cases = vec![
@@ -323,6 +341,33 @@ async fn every_mutation(backend: Backend) {
             diff: json!({ "before": {}, "after": { "fingerprint": "plant", "status": "ACTIVE", "holds_seat": true } }),
         },
         Case {
+            field: "importUsageReport",
+            query: "mutation($f: String!) { importUsageReport(file: $f) { acceptedRecords } }",
+            vars: json!({ "f": report }),
+            who: Who::Owner,
+            action: "usage.import_report",
+            target_kind: "device",
+            diff: json!({ "after": { "accepted_records": 0, "duplicate_records": 1 } }),
+        },
+        Case {
+            field: "adjustUsage",
+            query: "mutation($l: ID!) { adjustUsage(input: {licenseId: $l, meter: \"calls\", delta: 5, reason: \"migrated from the old system\", idempotencyKey: \"migration-1\"}) { used } }",
+            vars: json!({ "l": lab_license }),
+            who: Who::Owner,
+            action: "usage.adjust",
+            target_kind: "license",
+            diff: json!({ "before": { "used": 1 }, "after": { "meter": "calls", "used": 6, "delta": 5, "reason": "migrated from the old system" } }),
+        },
+        Case {
+            field: "acknowledgeAnomaly",
+            query: "mutation($id: ID!) { acknowledgeAnomaly(id: $id, note: \"customer restored a backup\") { id } }",
+            vars: json!({ "id": anomaly_id }),
+            who: Who::Owner,
+            action: "anomaly.acknowledge",
+            target_kind: "anomaly",
+            diff: json!({ "before": { "status": "OPEN" }, "after": { "status": "ACKNOWLEDGED", "note": "customer restored a backup" } }),
+        },
+        Case {
             field: "importDeactivation",
             query: "mutation($f: String!) { importDeactivation(file: $f) { acceptedRecords } }",
             vars: json!({ "f": deactivation }),
@@ -454,7 +499,15 @@ async fn every_mutation(backend: Backend) {
         )
         .await;
     assert_eq!(audit_total(&server, &owner).await, before);
-    let unaudited = ["heartbeat", "fetchLicenseFile", "validateLicense", "exportLicenseFile"];
+    // Usage a device records online is its own append-only log (`usage_records`: device,
+    // source, recordedAt, receivedAt), not an audit event per unit of work.
+    let unaudited = [
+        "heartbeat",
+        "fetchLicenseFile",
+        "validateLicense",
+        "exportLicenseFile",
+        "recordUsage",
+    ];
 
     // Every mutation of the schema was walked above.
     let schema = server

@@ -17,7 +17,12 @@ const DAY: i64 = 86_400;
 
 /// `request` on the machine, through the offline portal, the license file written next to
 /// it; returns (device id, path of the license file).
-pub(crate) async fn offline_activation(server: &TestServer, token: &str, machine: &ClientMachine, key: &str) -> (String, String) {
+pub(crate) async fn offline_activation(
+    server: &TestServer,
+    token: &str,
+    machine: &ClientMachine,
+    key: &str,
+) -> (String, String) {
     let request = machine.file("request.txt");
     machine.ok(&["request", "--key", key, "--out", request.to_str().unwrap()]);
     let text = std::fs::read_to_string(&request).unwrap();

@@ -34,6 +34,8 @@ const SNAPSHOT: &str = r#"{
   staffUsers(first: 10) { totalCount nodes { id email passwordSet } }
   devices(first: 10) { totalCount nodes { id status holdsSeat } }
   alerts(first: 10) { totalCount nodes { id acknowledgedAt } }
+  anomalies(first: 10) { totalCount nodes { id status lastSeenAt note } }
+  licenses2: licenses(first: 10) { nodes { usage { meter used lifetimeUsed } } }
   auditEvents(first: 1) { totalCount }
 }"#;
 
@@ -75,7 +77,8 @@ async fn isolation(backend: Backend) {
     // An activation request for A's license, as A's customer would send it to A.
     let a_request = tests::activation_request(&full_key, 9, "plant", Default::default());
     // An offline device of A's and the deactivation file it would write.
-    let (_, _, hybrid_key) = tests::license_with_policy(&server, &a, "deploymentMode: HYBRID").await;
+    let (_, _, hybrid_key) =
+        tests::license_with_policy(&server, &a, "deploymentMode: HYBRID, meters: [{code: \"calls\"}]").await;
     let a_offline = server
         .ok(
             &a,
@@ -88,6 +91,39 @@ async fn isolation(backend: Backend) {
         a_offline["generateOfflineLicense"]["licenseFile"].as_str().unwrap(),
         &[("calls", 3)],
     );
+    let a_report = tests::usage_report_file(
+        10,
+        a_offline["generateOfflineLicense"]["licenseFile"].as_str().unwrap(),
+        &[("calls", 2)],
+    );
+    // An anomaly of A's: the same ledger record 1 signed with other content (a fork) after
+    // the first report was counted.
+    let a_first_report = server
+        .ok(
+            &a,
+            "mutation($f: String!) { importUsageReport(file: $f) { acceptedRecords } }",
+            json!({ "f": a_report }),
+        )
+        .await;
+    assert_eq!(
+        a_first_report["importUsageReport"]["acceptedRecords"], 1,
+        "{a_first_report}"
+    );
+    let a_fork = tests::usage_report_file(
+        10,
+        a_offline["generateOfflineLicense"]["licenseFile"].as_str().unwrap(),
+        &[("calls", 5)],
+    );
+    let a_anomaly = server
+        .ok(
+            &a,
+            "mutation($f: String!) { importUsageReport(file: $f) { anomalies { id } } }",
+            json!({ "f": a_fork }),
+        )
+        .await["importUsageReport"]["anomalies"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (_, b) = server.create_vendor("Vendor B", "vendor-b", "owner@b.test");
     // B has a catalog of its own, so mutations that need one of B's ids can be tried with A's.
     let b_seed = seed(&server, &b).await;
@@ -105,6 +141,7 @@ async fn isolation(backend: Backend) {
             a_audit_id.clone(),
             a_device.clone(),
             a_alert.clone(),
+            a_anomaly.clone(),
             full_key.clone(),
         ];
         v.extend(
@@ -310,6 +347,42 @@ async fn isolation(backend: Backend) {
             Expect::OwnDataOnly,
         ),
         ("alerts", "{ alerts { nodes { id } } }", json!({}), Expect::OwnDataOnly),
+        (
+            "anomalies",
+            "{ anomalies { totalCount nodes { id explanation } } }",
+            json!({}),
+            Expect::OwnDataOnly,
+        ),
+        (
+            "anomaly",
+            "query($id: ID!) { anomaly(id: $id) { id explanation } }",
+            json!({ "id": a_anomaly }),
+            Expect::OwnDataOnly,
+        ),
+        (
+            "acknowledgeAnomaly",
+            "mutation($id: ID!) { acknowledgeAnomaly(id: $id, note: \"mine\") { id } }",
+            json!({ "id": a_anomaly }),
+            Expect::NotFound,
+        ),
+        (
+            "adjustUsage",
+            "mutation($l: ID!) { adjustUsage(input: {licenseId: $l, meter: \"calls\", delta: 5, reason: \"x\", idempotencyKey: \"k\"}) { used } }",
+            json!({ "l": s.license }),
+            Expect::NotFound,
+        ),
+        (
+            "importUsageReport",
+            "mutation($f: String!) { importUsageReport(file: $f) { acceptedRecords } }",
+            json!({ "f": a_report }),
+            Expect::InvalidFile,
+        ),
+        (
+            "recordUsage",
+            "mutation { recordUsage(input: {meter: \"calls\", quantity: 1, idempotencyKey: \"k\"}) { used } }",
+            json!({}),
+            Expect::Forbidden,
+        ),
         (
             "emails",
             "{ emails { nodes { id to subject } } }",

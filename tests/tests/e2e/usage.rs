@@ -7,8 +7,8 @@
 #![expect(clippy::unwrap_used, reason = "tests: a failure should stop the test loudly")]
 
 use chrono::{Duration, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait as _, Query};
 use sea_orm::ConnectionTrait as _;
+use sea_orm::sea_query::{Expr, ExprTrait as _, Query};
 use serde_json::{Value, json};
 use tests::{
     Backend, ClientMachine, TestServer, activate, api_token, components, error_code, license_with_policy,
@@ -49,7 +49,12 @@ async fn stored_records(server: &TestServer, license: &str) -> i64 {
         .and_where(Expr::col("license_id").eq(license))
         .to_owned();
     let db = server.database().await;
-    db.query_one(&query).await.unwrap().unwrap().try_get_by_index(0).unwrap()
+    db.query_one(&query)
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index(0)
+        .unwrap()
 }
 
 /// 60 single units race for a limit of 20 + 5 overage: exactly 25 count, the rest are refused
@@ -64,7 +69,11 @@ async fn limits_hold_under_races(backend: Backend) {
     .await;
     let calls = (0..60).map(|i| {
         let (server, device) = (&server, &device);
-        async move { server.gql(Some(device), RECORD, record("api", 1, &format!("race-{i}"))).await }
+        async move {
+            server
+                .gql(Some(device), RECORD, record("api", 1, &format!("race-{i}")))
+                .await
+        }
     });
     let answers = futures::future::join_all(calls).await;
     let counted = answers.iter().filter(|a| a["data"]["recordUsage"].is_object()).count();
@@ -78,7 +87,11 @@ async fn limits_hold_under_races(backend: Backend) {
     assert_eq!(usage["remaining"], 0);
     assert_eq!(usage["overageUsed"], 5);
     assert_eq!(usage["lifetimeUsed"], 25);
-    assert_eq!(stored_records(&server, &license).await, 25, "refused calls store nothing");
+    assert_eq!(
+        stored_records(&server, &license).await,
+        25,
+        "refused calls store nothing"
+    );
 
     // A retry of a counted call answers exactly what it answered first, and counts nothing.
     let (i, first) = answers
@@ -86,9 +99,7 @@ async fn limits_hold_under_races(backend: Backend) {
         .enumerate()
         .find(|(_, a)| a["data"]["recordUsage"].is_object())
         .unwrap();
-    let again = server
-        .ok(&device, RECORD, record("api", 1, &format!("race-{i}")))
-        .await;
+    let again = server.ok(&device, RECORD, record("api", 1, &format!("race-{i}"))).await;
     assert_eq!(again, first["data"]);
     assert_eq!(usage_of(&server, &license).await["used"], 25);
     let conflict = server
@@ -108,17 +119,27 @@ async fn bad_inputs(backend: Backend) {
     let (license, key, device) = metered_device(&server, "[{code: \"api\", limit: 100}]").await;
     let now = Utc::now();
     let at = |t: chrono::DateTime<Utc>| t.to_rfc3339();
-    let input = |meter: &str, quantity: i64, key: &str, recorded_at: Option<String>| {
-        json!({ "in": { "meter": meter, "quantity": quantity, "idempotencyKey": key, "recordedAt": recorded_at } })
-    };
+    let input = |meter: &str, quantity: i64, key: &str, recorded_at: Option<String>| json!({ "in": { "meter": meter, "quantity": quantity, "idempotencyKey": key, "recordedAt": recorded_at } });
     let cases = [
         ("unknown meter", input("prints", 1, "k1", None), "INVALID_INPUT"),
         ("zero", input("api", 0, "k2", None), "INVALID_INPUT"),
         ("negative", input("api", -5, "k3", None), "INVALID_INPUT"),
         ("over 10^9", input("api", 1_000_000_001, "k4", None), "INVALID_INPUT"),
-        ("too old", input("api", 1, "k5", Some(at(now - Duration::days(36)))), "INVALID_INPUT"),
-        ("in the future", input("api", 1, "k6", Some(at(now + Duration::minutes(10)))), "INVALID_INPUT"),
-        ("a 5,000-character key", input("api", 1, &"k".repeat(5000), None), "INVALID_INPUT"),
+        (
+            "too old",
+            input("api", 1, "k5", Some(at(now - Duration::days(36)))),
+            "INVALID_INPUT",
+        ),
+        (
+            "in the future",
+            input("api", 1, "k6", Some(at(now + Duration::minutes(10)))),
+            "INVALID_INPUT",
+        ),
+        (
+            "a 5,000-character key",
+            input("api", 1, &"k".repeat(5000), None),
+            "INVALID_INPUT",
+        ),
         ("an empty key", input("api", 1, "", None), "INVALID_INPUT"),
     ];
     for (what, variables, code) in cases {
@@ -127,7 +148,9 @@ async fn bad_inputs(backend: Backend) {
     }
     let anonymous = server.gql(None, RECORD, record("api", 1, "k7")).await;
     assert_eq!(error_code(&anonymous), Some("UNAUTHENTICATED"), "{anonymous}");
-    let staff = server.gql(Some(&server.owner_token), RECORD, record("api", 1, "k8")).await;
+    let staff = server
+        .gql(Some(&server.owner_token), RECORD, record("api", 1, "k8"))
+        .await;
     assert_eq!(error_code(&staff), Some("FORBIDDEN"), "{staff}");
     let license_key_as_token = server.gql(Some(&key), RECORD, record("api", 1, "k9")).await;
     assert!(error_code(&license_key_as_token).is_some(), "{license_key_as_token}");
@@ -155,9 +178,7 @@ async fn periods_and_history(backend: Backend) {
     let (license, _, device) = metered_device(&server, "[{code: \"api\", limit: 1000, resetPeriod: DAILY}]").await;
     let now = Utc::now();
     let yesterday = now - Duration::days(1);
-    let dated = |quantity: i64, key: &str, at: chrono::DateTime<Utc>| {
-        json!({ "in": { "meter": "api", "quantity": quantity, "idempotencyKey": key, "recordedAt": at.to_rfc3339() } })
-    };
+    let dated = |quantity: i64, key: &str, at: chrono::DateTime<Utc>| json!({ "in": { "meter": "api", "quantity": quantity, "idempotencyKey": key, "recordedAt": at.to_rfc3339() } });
     server.ok(&device, RECORD, dated(7, "y", yesterday)).await;
     let today = server.ok(&device, RECORD, dated(5, "t", now)).await["recordUsage"].clone();
     assert_eq!(today["used"], 5, "{today}");
@@ -181,13 +202,26 @@ async fn periods_and_history(backend: Backend) {
         )
     };
     let days = history("DAY").await["license"]["usageHistory"].clone();
-    let days: Vec<i64> = days.as_array().unwrap().iter().map(|p| p["quantity"].as_i64().unwrap()).collect();
+    let days: Vec<i64> = days
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["quantity"].as_i64().unwrap())
+        .collect();
     assert_eq!(days.iter().sum::<i64>(), 12, "{days:?}");
-    assert_eq!(*days.last().unwrap(), 5, "today's bucket holds today's record: {days:?}");
+    assert_eq!(
+        *days.last().unwrap(),
+        5,
+        "today's bucket holds today's record: {days:?}"
+    );
     let hours = history("HOUR").await["license"]["usageHistory"].clone();
     let hours = hours.as_array().unwrap();
     assert!(hours.len() >= 25, "{} hours", hours.len());
-    let nonzero: Vec<i64> = hours.iter().map(|p| p["quantity"].as_i64().unwrap()).filter(|q| *q > 0).collect();
+    let nonzero: Vec<i64> = hours
+        .iter()
+        .map(|p| p["quantity"].as_i64().unwrap())
+        .filter(|q| *q > 0)
+        .collect();
     assert_eq!(nonzero, vec![7, 5]);
     let unknown = server
         .gql(
@@ -217,7 +251,11 @@ async fn license_meters(backend: Backend) {
         issued["issueLicense"]["key"].as_str().unwrap().to_owned(),
     );
     let activation = activate(&server, &key, "fp-own", components("own")).await;
-    let payload = verify_license_file(&server, activation["data"]["activateDevice"]["licenseFile"].as_str().unwrap()).await;
+    let payload = verify_license_file(
+        &server,
+        activation["data"]["activateDevice"]["licenseFile"].as_str().unwrap(),
+    )
+    .await;
     let meters: Vec<(String, Option<i64>, String)> = payload
         .meters
         .iter()
@@ -225,9 +263,15 @@ async fn license_meters(backend: Backend) {
         .collect();
     assert_eq!(
         meters,
-        vec![("api".into(), Some(3), "NEVER".into()), ("gpu".into(), None, "MONTHLY".into())]
+        vec![
+            ("api".into(), Some(3), "NEVER".into()),
+            ("gpu".into(), None, "MONTHLY".into())
+        ]
     );
-    let device = activation["data"]["activateDevice"]["deviceToken"].as_str().unwrap().to_owned();
+    let device = activation["data"]["activateDevice"]["deviceToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     server.ok(&device, RECORD, record("api", 3, "a")).await;
     let over = server.gql(Some(&device), RECORD, record("api", 1, "b")).await;
     assert_eq!(error_code(&over), Some("USAGE_LIMIT_EXCEEDED"), "{over}");
@@ -259,16 +303,22 @@ async fn adjustments(backend: Backend) {
     let (license, _, device) = metered_device(&server, "[{code: \"api\", limit: 100, resetPeriod: MONTHLY}]").await;
     server.ok(&device, RECORD, record("api", 10, "a")).await;
     let support = api_token(&server, &server.owner_token, "SUPPORT").await;
-    let adjust = |delta: i64, key: &str, reason: &str| {
-        json!({ "in": { "licenseId": license, "meter": "api", "delta": delta, "reason": reason, "idempotencyKey": key } })
-    };
-    let first = server.ok(&support, ADJUST, adjust(-4, "refund-1", "double-counted batch")).await;
+    let adjust = |delta: i64, key: &str, reason: &str| json!({ "in": { "licenseId": license, "meter": "api", "delta": delta, "reason": reason, "idempotencyKey": key } });
+    let first = server
+        .ok(&support, ADJUST, adjust(-4, "refund-1", "double-counted batch"))
+        .await;
     assert_eq!(first["adjustUsage"]["used"], 6, "{first}");
-    let again = server.ok(&support, ADJUST, adjust(-4, "refund-1", "double-counted batch")).await;
+    let again = server
+        .ok(&support, ADJUST, adjust(-4, "refund-1", "double-counted batch"))
+        .await;
     assert_eq!(again, first);
-    let conflict = server.gql(Some(&support), ADJUST, adjust(-5, "refund-1", "double-counted batch")).await;
+    let conflict = server
+        .gql(Some(&support), ADJUST, adjust(-5, "refund-1", "double-counted batch"))
+        .await;
     assert_eq!(error_code(&conflict), Some("IDEMPOTENCY_CONFLICT"), "{conflict}");
-    let below_zero = server.gql(Some(&support), ADJUST, adjust(-7, "refund-2", "too much")).await;
+    let below_zero = server
+        .gql(Some(&support), ADJUST, adjust(-7, "refund-2", "too much"))
+        .await;
     assert_eq!(error_code(&below_zero), Some("INVALID_INPUT"), "{below_zero}");
     let no_reason = server.gql(Some(&support), ADJUST, adjust(1, "r3", "")).await;
     assert_eq!(error_code(&no_reason), Some("INVALID_INPUT"), "{no_reason}");
@@ -286,7 +336,7 @@ async fn adjustments(backend: Backend) {
     let audit = server
         .ok(
             &server.owner_token,
-            "query($t: ID) { auditEvents(targetId: $t) { nodes { action after } } }",
+            "query($t: ID) { auditEvents(targetId: $t) { nodes { action diff } } }",
             json!({ "t": license }),
         )
         .await;
@@ -297,7 +347,10 @@ async fn adjustments(backend: Backend) {
         .filter(|e| e["action"] == "usage.adjust")
         .collect();
     assert_eq!(adjusted.len(), 1, "{audit}");
-    assert_eq!(adjusted[0]["after"]["reason"], "double-counted batch");
+    assert_eq!(
+        adjusted[0]["diff"]["after"]["reason"], "double-counted batch",
+        "{audit}"
+    );
 }
 on_both_databases!(staff_adjust_usage, adjustments);
 
@@ -320,7 +373,8 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 async fn usage_reports(backend: Backend) {
     let server = TestServer::start(backend).await;
     let token = server.owner_token.clone();
-    let (_, license, key) = license_with_policy(&server, &token, "deploymentMode: OFFLINE, meters: [{code: \"scans\"}]").await;
+    let (_, license, key) =
+        license_with_policy(&server, &token, "deploymentMode: OFFLINE, meters: [{code: \"scans\"}]").await;
     let machine = ClientMachine::new(&server, &token, "machine-id=m-u,mac=aa:01,cpu=Xeon,disk=disk-u").await;
     let (device_id, file) = offline_activation(&server, &token, &machine, &key).await;
     machine.ok(&["install", &file]);
@@ -329,9 +383,15 @@ async fn usage_reports(backend: Backend) {
     let first = import(&machine, "report-1.txt");
     assert!(first.starts_with("-----BEGIN USAGE REPORT-----"), "{first}");
     let receipt = server.ok(&token, REPORT, json!({ "f": first })).await["importUsageReport"].clone();
-    assert_eq!(receipt, json!({ "acceptedRecords": 2, "duplicateRecords": 0, "anomalies": [] }));
+    assert_eq!(
+        receipt,
+        json!({ "acceptedRecords": 2, "duplicateRecords": 0, "anomalies": [] })
+    );
     let again = server.ok(&token, REPORT, json!({ "f": first })).await["importUsageReport"].clone();
-    assert_eq!(again, json!({ "acceptedRecords": 0, "duplicateRecords": 2, "anomalies": [] }));
+    assert_eq!(
+        again,
+        json!({ "acceptedRecords": 0, "duplicateRecords": 2, "anomalies": [] })
+    );
     assert_eq!(usage_of(&server, &license).await["used"], 12);
 
     // Bad files change nothing.
@@ -346,7 +406,11 @@ async fn usage_reports(backend: Backend) {
     copy_dir(&machine.state(), &snapshot);
     machine.ok(&["use", "scans", "1"]);
     let refresh = server
-        .ok(&token, "mutation($d: ID!) { exportLicenseFile(deviceId: $d) }", json!({ "d": device_id }))
+        .ok(
+            &token,
+            "mutation($d: ID!) { exportLicenseFile(deviceId: $d) }",
+            json!({ "d": device_id }),
+        )
         .await["exportLicenseFile"]
         .as_str()
         .unwrap()
@@ -369,7 +433,11 @@ async fn usage_reports(backend: Backend) {
     assert_eq!(receipt["acceptedRecords"], 0, "{receipt}");
     let kind = receipt["anomalies"][0]["kind"].as_str().unwrap();
     assert!(["LEDGER_FORK", "LEDGER_ROLLBACK"].contains(&kind), "{receipt}");
-    assert_eq!(usage_of(&server, &license).await["used"], 13, "nothing of the fork counted");
+    assert_eq!(
+        usage_of(&server, &license).await["used"],
+        13,
+        "nothing of the fork counted"
+    );
 
     // The same machine installed afresh: a new device key, a new ledger from record 1.
     let fresh = machine.sibling(&machine.components);
@@ -380,7 +448,10 @@ async fn usage_reports(backend: Backend) {
     fresh.ok(&["use", "scans", "3"]);
     let rekeyed = import(&fresh, "report-4.txt");
     let receipt = server.ok(&token, REPORT, json!({ "f": rekeyed })).await["importUsageReport"].clone();
-    assert_eq!(receipt, json!({ "acceptedRecords": 2, "duplicateRecords": 0, "anomalies": [] }));
+    assert_eq!(
+        receipt,
+        json!({ "acceptedRecords": 2, "duplicateRecords": 0, "anomalies": [] })
+    );
     assert_eq!(usage_of(&server, &license).await["used"], 18);
 }
 on_both_databases!(usage_reports_through_the_client, usage_reports);
