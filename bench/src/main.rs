@@ -7,6 +7,7 @@
 //!   measurement is repeated and interleaved, the median reported, every response checked.
 //! - C1: the client's offline check of a license file (parse, verify, rules) against a raw
 //!   Ed25519 verification of the same bytes.
+//! - B1 and B2: `recordUsage` and a usage report import ([`usage`]).
 //! - D1 and D3: the heartbeat sweep and the renewal scan ([`sweeps`]).
 //!
 //! Run `cargo build --release --workspace && target/release/licensing-bench --quick`.
@@ -23,6 +24,7 @@ use hyper::Request;
 use serde_json::{Value, json};
 
 mod sweeps;
+mod usage;
 
 #[derive(Parser)]
 #[command(
@@ -117,9 +119,18 @@ fn peak_rss_mib(pid: u32) -> f64 {
 struct Load {
     port: u16,
     path: &'static str,
-    body: Bytes,
+    /// The body of the n-th request (most loads send the same one every time).
+    body: std::sync::Arc<dyn Fn(u64) -> Bytes + Send + Sync>,
     bearer: Option<String>,
     check: fn(&Value) -> bool,
+}
+
+/// Numbers requests across every load driven in this process (unique idempotency keys).
+static NEXT_REQUEST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A body sent unchanged with every request.
+fn fixed(body: Bytes) -> std::sync::Arc<dyn Fn(u64) -> Bytes + Send + Sync> {
+    std::sync::Arc::new(move |_| body.clone())
 }
 
 /// Sends `load` over `connections` keep-alive connections for `duration`; returns
@@ -144,7 +155,8 @@ async fn drive(load: &Load, connections: usize, duration: Duration) -> anyhow::R
                 if let Some(token) = &load.bearer {
                     req = req.header("authorization", format!("Bearer {token}"));
                 }
-                let res = sender.send_request(req.body(Full::new(load.body.clone()))?).await?;
+                let n = NEXT_REQUEST.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let res = sender.send_request(req.body(Full::new((load.body)(n)))?).await?;
                 let status = res.status();
                 let body = res.into_body().collect().await?.to_bytes();
                 let good =
@@ -408,25 +420,25 @@ fn main() -> anyhow::Result<()> {
             let anchor_load = Load {
                 port: anchor_port,
                 path: "/json",
-                body: Bytes::from(serde_json::to_vec(
+                body: fixed(Bytes::from(serde_json::to_vec(
                     &json!({ "licenseKey": key, "fingerprint": "bench-host" }),
-                )?),
+                )?)),
                 bearer: None,
                 check: |v| v["valid"] == true,
             };
             let a1 = Load {
                 port: api_port,
                 path: "/graphql",
-                body: Bytes::from(serde_json::to_vec(
+                body: fixed(Bytes::from(serde_json::to_vec(
                     &json!({ "query": VALIDATE, "variables": { "k": key, "f": "bench-host" } }),
-                )?),
+                )?)),
                 bearer: None,
                 check: |v| v["data"]["validateLicense"]["valid"] == true,
             };
             let a2 = Load {
                 port: api_port,
                 path: "/graphql",
-                body: Bytes::from(serde_json::to_vec(&json!({ "query": HEARTBEAT }))?),
+                body: fixed(Bytes::from(serde_json::to_vec(&json!({ "query": HEARTBEAT }))?)),
                 bearer: Some(device_token),
                 check: |v| v["data"]["heartbeat"]["updateAvailable"] == false,
             };
@@ -471,6 +483,9 @@ fn main() -> anyhow::Result<()> {
                 if rss <= 64.0 { "PASS" } else { "FAIL" }
             );
             drop(anchor);
+        }
+        if wants('B') {
+            usage::run(&bin_dir, cli.quick, cli.connections, duration, reps).await?;
         }
         if wants('C') {
             let (ours, raw) = c1(if cli.quick { 20_000 } else { 100_000 })?;
