@@ -21,8 +21,14 @@ use crate::graphql::error::ErrorCode;
 use crate::graphql::{Schemas, mask_errors};
 use crate::metrics::Metrics;
 
-/// Largest request body accepted (checked before parsing).
+/// Largest request body accepted from anonymous callers and devices (checked while reading,
+/// before parsing).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest request body accepted from an authenticated staff session or API token: the files
+/// staff upload (a usage report or deactivation file of a device that was offline for weeks
+/// carries thousands of ledger records). The caller is authenticated before the body grows past
+/// [`MAX_BODY_BYTES`].
+pub const MAX_STAFF_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Longest a GraphQL request may run.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -39,8 +45,7 @@ pub struct AppState {
 
 /// Registers the routes on an actix app.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
-        .route("/graphql", web::post().to(graphql_post))
+    cfg.route("/graphql", web::post().to(graphql_post))
         .route("/graphql", web::get().to(graphql_get))
         .route("/graphql/ws", web::get().to(graphql_ws))
         .route("/healthz", web::get().to(healthz))
@@ -124,11 +129,20 @@ fn client_ip(req: &HttpRequest) -> ClientIp {
     )
 }
 
-async fn execute(state: &AppState, req: &HttpRequest, mut request: async_graphql::Request) -> HttpResponse {
+/// Runs one operation for `caller` (authenticated here when the body reader did not have to).
+async fn execute(
+    state: &AppState,
+    req: &HttpRequest,
+    mut request: async_graphql::Request,
+    caller: Option<Caller>,
+) -> HttpResponse {
     let request_id = request_id(req);
     let span = tracing::info_span!("graphql", request_id = %request_id);
     async {
-        let caller = caller(state, authorization_header(req), &request_id).await;
+        let caller = match caller {
+            Some(caller) => caller,
+            None => self::caller(state, authorization_header(req), &request_id).await,
+        };
         let prepared = state.schemas.prepare(&mut request);
         let request = request
             .data(caller)
@@ -172,7 +186,56 @@ async fn execute(state: &AppState, req: &HttpRequest, mut request: async_graphql
     .await
 }
 
-async fn graphql_post(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+/// Reads the body up to [`MAX_BODY_BYTES`], or up to [`MAX_STAFF_BODY_BYTES`] for a caller who
+/// authenticates as staff or an API token (authenticated once the body passes the first cap,
+/// and handed on so the operation does not authenticate again). Too large: 413.
+async fn read_body(
+    state: &AppState,
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<(web::Bytes, Option<Caller>), HttpResponse> {
+    use futures::StreamExt as _;
+    let too_large = |limit: usize| {
+        error_body(
+            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::InvalidInput,
+            &format!("the body is larger than {limit} bytes"),
+        )
+    };
+    let (mut body, mut limit, mut caller) = (web::BytesMut::new(), MAX_BODY_BYTES, None);
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| {
+            error_body(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidInput,
+                "the body could not be read",
+            )
+        })?;
+        if body.len() + chunk.len() > limit && caller.is_none() {
+            let who = self::caller(state, authorization_header(req), &request_id(req)).await;
+            if let Caller::Authenticated(scope) = &who
+                && matches!(
+                    scope.actor.kind,
+                    domain::ActorKind::Staff { .. } | domain::ActorKind::Token { .. }
+                )
+            {
+                limit = MAX_STAFF_BODY_BYTES;
+            }
+            caller = Some(who);
+        }
+        if body.len() + chunk.len() > limit {
+            return Err(too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body.freeze(), caller))
+}
+
+async fn graphql_post(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    let (body, caller) = match read_body(&state, &req, payload).await {
+        Ok(read) => read,
+        Err(response) => return response,
+    };
     let value: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
         Err(_) => {
@@ -200,7 +263,7 @@ async fn graphql_post(state: web::Data<AppState>, req: HttpRequest, body: web::B
             );
         }
     };
-    execute(&state, &req, request).await
+    execute(&state, &req, request, caller).await
 }
 
 #[derive(serde::Deserialize)]
@@ -263,7 +326,7 @@ async fn graphql_get(state: web::Data<AppState>, req: HttpRequest, params: web::
             "only queries may be sent with GET; send mutations with POST",
         );
     }
-    execute(&state, &req, request).await
+    execute(&state, &req, request, None).await
 }
 
 /// Subscriptions over websocket (`graphql-transport-ws`). The caller is the `Authorization`

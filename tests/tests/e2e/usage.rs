@@ -455,3 +455,33 @@ async fn usage_reports(backend: Backend) {
     assert_eq!(usage_of(&server, &license).await["used"], 18);
 }
 on_both_databases!(usage_reports_through_the_client, usage_reports);
+
+/// A device offline for long reports thousands of records at once: the report (far over the
+/// 64 KiB anonymous body cap) is imported whole by staff.
+async fn large_report(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let token = server.owner_token.clone();
+    let (_, license, key) =
+        license_with_policy(&server, &token, "deploymentMode: OFFLINE, meters: [{code: \"scans\"}]").await;
+    let offline = server
+        .ok(
+            &token,
+            "mutation($r: String!) { generateOfflineLicense(request: $r) { licenseFile } }",
+            json!({ "r": tests::activation_request(&key, 21, "far-away", Default::default()) }),
+        )
+        .await;
+    let usage: Vec<(&str, i64)> = (0..3000).map(|_| ("scans", 2)).collect();
+    let report = tests::usage_report_file(
+        21,
+        offline["generateOfflineLicense"]["licenseFile"].as_str().unwrap(),
+        &usage,
+    );
+    assert!(report.len() > 500_000, "{} bytes", report.len());
+    let receipt = server.ok(&token, REPORT, json!({ "f": report })).await["importUsageReport"].clone();
+    assert_eq!(
+        receipt,
+        json!({ "acceptedRecords": 3000, "duplicateRecords": 0, "anomalies": [] })
+    );
+    assert_eq!(usage_of(&server, &license).await["used"], 6000);
+}
+on_both_databases!(a_large_usage_report_is_imported_whole, large_report);
