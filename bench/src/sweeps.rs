@@ -140,7 +140,8 @@ pub struct Sweep {
     pub ours: f64,
     /// The anchor: a raw indexed SELECT of the overdue rows.
     pub select: f64,
-    /// The sweep's writes (DEAD + seat, one alert per death) as two raw set-based statements
+    /// The sweep's writes (DEAD + seat, one alert and one status-history row per death) as
+    /// three raw set-based statements
     /// (timed with the reset after them, so an upper bound).
     pub raw_writes: f64,
 }
@@ -193,6 +194,15 @@ pub async fn d1(bin_dir: &Path, devices: u64, reps: usize) -> anyhow::Result<Swe
         Statement::from_sql_and_values(
             DbBackend::Sqlite,
             format!(
+                "INSERT INTO device_status_changes (id, vendor_id, license_id, device_id, status, at) \
+                 SELECT 'raw-' || id, vendor_id, license_id, id, 'DEAD', ? \
+                 FROM devices WHERE {LIVE} AND heartbeat_deadline_at < ?"
+            ),
+            [now.into(), now.into()],
+        ),
+        Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            format!(
                 "UPDATE devices SET status = 'DEAD', holds_seat = 0, updated_at = ? WHERE {LIVE} AND heartbeat_deadline_at < ?"
             ),
             [now.into(), now.into()],
@@ -201,6 +211,7 @@ pub async fn d1(bin_dir: &Path, devices: u64, reps: usize) -> anyhow::Result<Swe
     let reset = format!(
         "UPDATE devices SET status = 'ACTIVE', holds_seat = 1 WHERE status = 'DEAD';
          DELETE FROM alerts;
+         DELETE FROM device_status_changes;
          UPDATE licenses SET seats_used = (SELECT count(*) FROM devices WHERE holds_seat) WHERE id = '{}';",
         fleet.license_id
     );

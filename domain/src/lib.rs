@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod clock;
 pub mod customers;
 pub mod db;
+pub mod device_history;
 pub mod device_tokens;
 pub mod devices;
 pub mod error;

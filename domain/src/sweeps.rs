@@ -4,7 +4,7 @@
 //!
 //! - [`Domain::sweep_dead_devices`]: set-based over the indexed `heartbeat_deadline_at`, in
 //!   chunks; marks overdue devices DEAD, frees seats per the policy's `deadDeviceAction`, one
-//!   DEVICE_DEAD alert per death.
+//!   DEVICE_DEAD alert and one status-history row per death.
 //! - [`Domain::send_alert_digests`]: one email per vendor listing the alerts staff were not yet
 //!   told about (500 devices dying at once make one email, not 500).
 //! - [`Domain::promise_renewal_notices`]: one notice per license per threshold before expiry.
@@ -19,6 +19,7 @@ use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Quer
 use serde_json::json;
 
 use crate::alerts;
+use crate::device_history;
 use crate::db::begin_write;
 use crate::devices::{dead_alert, release_seats};
 use crate::outbox::{self, NewEmail};
@@ -65,6 +66,7 @@ impl Domain {
                 break;
             }
             let full_chunk = overdue.len() as u64 == DEAD_CHUNK;
+            let mut dead: Vec<device::Model> = Vec::new();
             let mut by_license: BTreeMap<String, Vec<device::Model>> = BTreeMap::new();
             for d in overdue {
                 by_license.entry(d.license_id.clone()).or_default().push(d);
@@ -111,7 +113,10 @@ impl Domain {
                     .collect();
                 alerts::raise_all(&tx, deaths, now).await?;
                 died += freed.len() + kept.len();
+                dead.extend(freed);
+                dead.extend(kept);
             }
+            device_history::record_statuses(&tx, &dead, DeviceStatus::Dead, now).await?;
             tx.commit().await?;
             if !full_chunk {
                 break;

@@ -20,6 +20,7 @@ use super::seats::{seats_taken, take_seat};
 use super::{ActivateInput, Activation, device_json, heartbeat_times, licensee};
 use crate::audit::{self, Change};
 use crate::db::begin_write;
+use crate::device_history;
 use crate::device_tokens::DeviceTokens;
 use crate::licenses::{find_by_key, require_active};
 use crate::newtypes::{DeviceComponents, DevicePublicKey, Fingerprint, Text};
@@ -133,10 +134,15 @@ impl Domain {
             tx.commit().await?;
             return Err(seats_taken(license));
         }
+        // A new seat, or a dead device that kept its seat coming back, is a move into ACTIVE.
+        let revives = existing.as_ref().is_some_and(|d| d.status == DeviceStatus::Dead);
         let device = match existing {
             Some(current) => refresh_device(&tx, license, policy, current, input, arrival, needs_seat, now).await?,
             None => insert_device(&tx, license, input, arrival, now).await?,
         };
+        if needs_seat || revives {
+            device_history::record_status(&tx, &device, DeviceStatus::Active, now).await?;
+        }
         let license_file = self.sign_license_file(&tx, license, policy, &device, now).await?;
         if needs_seat {
             let change = Change::new(arrival.action, "device", &device.id, before, device_json(&device));

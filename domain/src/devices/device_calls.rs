@@ -11,6 +11,7 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransacti
 use super::seats::{SEAT_LOST, apply_dead_rule};
 use super::{HeartbeatOutcome, MIN_CHECK_OUT_SECONDS, device_json, device_status, heartbeat_times, save_device};
 use crate::db::begin_write;
+use crate::device_history;
 use crate::licenses::{require_active, with_policy};
 use crate::{Actor, Domain, Error, Result};
 
@@ -112,6 +113,8 @@ impl Domain {
             .checked_out_until
             .filter(|until| device.status == DeviceStatus::CheckedOut && *until > now);
         let (due, deadline) = heartbeat_times(policy.heartbeat_interval_seconds, checked_out.unwrap_or(now));
+        // A device that kept its seat through death is alive again.
+        let revived = device.status == DeviceStatus::Dead;
         let mut model: device::ActiveModel = device.into();
         model.status = Set(if checked_out.is_some() {
             DeviceStatus::CheckedOut
@@ -125,6 +128,9 @@ impl Domain {
         model.heartbeat_deadline_at = Set(deadline);
         model.updated_at = Set(now);
         let device = model.update(&tx).await?;
+        if revived {
+            device_history::record_status(&tx, &device, DeviceStatus::Active, now).await?;
+        }
         tx.commit().await?;
         Ok(HeartbeatOutcome {
             update_available: device.license_version < license.version,

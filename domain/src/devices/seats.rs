@@ -11,6 +11,7 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, Q
 
 use super::{device_json, device_status, save_device};
 use crate::alerts::{self, NewAlert};
+use crate::device_history;
 use crate::{Actor, Error, Result};
 
 fn activation_limit_key(license_id: &str) -> String {
@@ -61,7 +62,9 @@ pub(crate) async fn release_in(
     model.heartbeat_deadline_at = Set(None);
     model.token_generation = Set(generation);
     model.updated_at = Set(now);
-    save_device(tx, actor, now, action, before, model).await
+    let device = save_device(tx, actor, now, action, before, model).await?;
+    device_history::record_status(tx, &device, DeviceStatus::Released, now).await?;
+    Ok(device)
 }
 
 /// Frees one seat of a license and lets a later fill alert again.
@@ -210,6 +213,7 @@ pub(super) async fn mark_dead(
     }
     if marked {
         alerts::raise(tx, dead_alert(license, &device, release), now).await?;
+        device_history::record_status(tx, &device, DeviceStatus::Dead, now).await?;
     }
     device::Entity::find_by_id(&device.id)
         .one(tx)

@@ -11,6 +11,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use super::seats::mark_dead;
 use super::{ValidateInput, ValidationOutcome, device_status, licensee};
 use crate::db::begin_write;
+use crate::device_history;
 use crate::licenses::{effective_status, find_by_key, with_policy};
 use crate::newtypes::DeviceComponents;
 use crate::{Domain, Result};
@@ -163,6 +164,10 @@ impl Domain {
                 }
             }
         };
+        // Only a set other than the activated one is written: the common call writes nothing.
+        if let Some(presented) = &presented {
+            device_history::observe_components(&self.writer, &device, presented.as_map(), now).await?;
+        }
         let status = device_status(&device, license.version, now);
         if status == DeviceStatus::Dead {
             let since = device
