@@ -43,17 +43,24 @@ pub(crate) async fn record_status(
     Ok(())
 }
 
-/// Records that every device of `devices` entered `status` at `at`, in one statement.
-pub(crate) async fn record_statuses(
+/// When a device that is being marked dead died: its heartbeat deadline (the sweep or the dead
+/// rule only notices later), never after `now`.
+fn died_at(device: &device::Model, now: DateTime<Utc>) -> DateTime<Utc> {
+    device
+        .heartbeat_deadline_at
+        .map_or(now, |deadline| Ord::min(deadline, now))
+}
+
+/// Records that every device of `devices` died (at its heartbeat deadline), in one statement.
+pub(crate) async fn record_deaths(
     db: &impl ConnectionTrait,
     devices: &[device::Model],
-    status: DeviceStatus,
-    at: DateTime<Utc>,
+    now: DateTime<Utc>,
 ) -> Result<()> {
     if devices.is_empty() {
         return Ok(());
     }
-    device_status_change::Entity::insert_many(devices.iter().map(|d| change(d, status, at)))
+    device_status_change::Entity::insert_many(devices.iter().map(|d| change(d, DeviceStatus::Dead, died_at(d, now))))
         .exec_without_returning(db)
         .await?;
     Ok(())
@@ -123,7 +130,10 @@ mod tests {
         let a = set(&[("mac", "aa"), ("cpu", "x")]);
         let b = set(&[("cpu", "x"), ("mac", "aa")]);
         assert_eq!(components_hash(&a), components_hash(&b));
-        assert_ne!(components_hash(&a), components_hash(&set(&[("cpu", "x"), ("mac", "ab")])));
+        assert_ne!(
+            components_hash(&a),
+            components_hash(&set(&[("cpu", "x"), ("mac", "ab")]))
+        );
         assert_eq!(components_hash(&a).len(), 64);
     }
 }

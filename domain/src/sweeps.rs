@@ -19,8 +19,8 @@ use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Quer
 use serde_json::json;
 
 use crate::alerts;
-use crate::device_history;
 use crate::db::begin_write;
+use crate::device_history;
 use crate::devices::{dead_alert, release_seats};
 use crate::outbox::{self, NewEmail};
 use crate::{Domain, Result};
@@ -116,7 +116,7 @@ impl Domain {
                 dead.extend(freed);
                 dead.extend(kept);
             }
-            device_history::record_statuses(&tx, &dead, DeviceStatus::Dead, now).await?;
+            device_history::record_deaths(&tx, &dead, now).await?;
             tx.commit().await?;
             if !full_chunk {
                 break;

@@ -213,7 +213,7 @@ pub(super) async fn mark_dead(
     }
     if marked {
         alerts::raise(tx, dead_alert(license, &device, release), now).await?;
-        device_history::record_status(tx, &device, DeviceStatus::Dead, now).await?;
+        device_history::record_deaths(tx, std::slice::from_ref(&device), now).await?;
     }
     device::Entity::find_by_id(&device.id)
         .one(tx)

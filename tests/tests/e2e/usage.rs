@@ -485,3 +485,55 @@ async fn large_report(backend: Backend) {
     assert_eq!(usage_of(&server, &license).await["used"], 6000);
 }
 on_both_databases!(a_large_usage_report_is_imported_whole, large_report);
+
+/// Usage recorded while the device was dead (it stopped heartbeating but kept working) is
+/// counted and flagged USAGE_WHILE_DEAD, once per dead span; usage after its revival is not.
+async fn usage_while_dead(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (license, _, device) = metered_device(&server, "[{code: \"api\"}], heartbeatIntervalSeconds: 60").await;
+    let flags = || async {
+        server
+            .ok(
+                &server.owner_token,
+                "{ anomalies(filter: {kinds: [USAGE_WHILE_DEAD]}) { nodes { id kind meter explanation evidence lastSeenAt license { id } } } }",
+                json!({}),
+            )
+            .await["anomalies"]["nodes"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    server.ok(&device, RECORD, record("api", 1, "alive")).await;
+    assert!(flags().await.is_empty());
+
+    // 15 minutes without a heartbeat: dead since its deadline; its usage now is flagged.
+    server.set_clock_offset(900);
+    let counted = server.ok(&device, RECORD, record("api", 4, "silent-1")).await;
+    assert_eq!(counted["recordUsage"]["used"], 5, "the usage happened: counted");
+    let flagged = flags().await;
+    assert_eq!(flagged.len(), 1, "{flagged:?}");
+    assert_eq!(flagged[0]["license"]["id"], license.as_str());
+    assert_eq!(flagged[0]["meter"], "api");
+    let explanation = flagged[0]["explanation"].as_str().unwrap();
+    assert!(
+        explanation.contains("while it was dead") && explanation.contains("4 units"),
+        "{explanation}"
+    );
+    assert_eq!(flagged[0]["evidence"]["quantity"], 4);
+    // More usage in the same dead span repeats the flag, it does not open another.
+    server.set_clock_offset(960);
+    server.ok(&device, RECORD, record("api", 2, "silent-2")).await;
+    let repeated = flags().await;
+    assert_eq!(repeated.len(), 1, "{repeated:?}");
+    assert_ne!(repeated[0]["lastSeenAt"], flagged[0]["lastSeenAt"]);
+    assert_eq!(repeated[0]["evidence"]["quantity"], 2);
+
+    // A heartbeat revives it: usage from now on is not flagged.
+    server
+        .ok(&device, "mutation { heartbeat { licenseVersion } }", json!({}))
+        .await;
+    server.ok(&device, RECORD, record("api", 1, "alive-again")).await;
+    assert_eq!(flags().await.len(), 1);
+    assert_eq!(usage_of(&server, &license).await["used"], 8);
+}
+on_both_databases!(usage_while_dead_is_flagged, usage_while_dead);
