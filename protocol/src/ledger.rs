@@ -135,6 +135,18 @@ pub struct ChainCheck {
     pub already_acknowledged: usize,
 }
 
+/// How the records' own signatures are checked.
+#[derive(Debug, Clone, Copy)]
+pub enum RecordSignatures<'a> {
+    /// Each record's signature is verified with the device key.
+    Verify(&'a VerifyingKey),
+    /// The records came inside a device file whose signature, by the same device key, was
+    /// verified and covers every byte of them (an import of a usage report or deactivation
+    /// file): one signature check for the file instead of one per record. Hashes and links are
+    /// still checked.
+    CoveredByFile,
+}
+
 /// Checks `records` (a contiguous run of the ledger, oldest first) against the position the
 /// server acknowledged (`None` = nothing yet): every hash, signature, link and date, and how
 /// the run relates to the acknowledged position.
@@ -143,7 +155,7 @@ pub struct ChainCheck {
 /// The first [`LedgerProblem`] found.
 pub fn verify_chain(
     device_id: &str,
-    key: &VerifyingKey,
+    signatures: RecordSignatures<'_>,
     acknowledged: Option<&UsageAck>,
     records: &[LedgerRecord],
 ) -> Result<ChainCheck, LedgerProblem> {
@@ -161,12 +173,14 @@ pub fn verify_chain(
         if hex::encode(hash) != record.hash {
             return Err(LedgerProblem::Tampered { seq });
         }
-        let signature = URL_SAFE_NO_PAD
-            .decode(&record.sig)
-            .ok()
-            .and_then(|raw| Signature::from_slice(&raw).ok());
-        if signature.is_none_or(|sig| key.verify_strict(&hash, &sig).is_err()) {
-            return Err(LedgerProblem::BadSignature { seq });
+        if let RecordSignatures::Verify(key) = signatures {
+            let signature = URL_SAFE_NO_PAD
+                .decode(&record.sig)
+                .ok()
+                .and_then(|raw| Signature::from_slice(&raw).ok());
+            if signature.is_none_or(|sig| key.verify_strict(&hash, &sig).is_err()) {
+                return Err(LedgerProblem::BadSignature { seq });
+            }
         }
         if let Some(prev) = previous {
             if Some(seq) != prev.seq.checked_add(1) {
@@ -260,17 +274,27 @@ mod tests {
         let key = signing_key_from_seed(&[3; 32]);
         let public = key.verifying_key();
         let records = ledger(&key, 5, Utc::now());
-        let all = verify_chain("dev", &public, None, &records).map(|c| c.new_records.len());
+        let all = verify_chain("dev", RecordSignatures::Verify(&public), None, &records).map(|c| c.new_records.len());
         assert_eq!(all, Ok(5));
-        let check = verify_chain("dev", &public, Some(&ack(&records[1])), &records);
+        let check = verify_chain(
+            "dev",
+            RecordSignatures::Verify(&public),
+            Some(&ack(&records[1])),
+            &records,
+        );
         assert_eq!(
             check.map(|c| (c.already_acknowledged, c.new_records[0].seq)),
             Ok((2, 3))
         );
-        let tail = verify_chain("dev", &public, Some(&ack(&records[1])), &records[2..]);
+        let tail = verify_chain(
+            "dev",
+            RecordSignatures::Verify(&public),
+            Some(&ack(&records[1])),
+            &records[2..],
+        );
         assert_eq!(tail.map(|c| c.new_records.len()), Ok(3));
         assert_eq!(
-            verify_chain("other-device", &public, None, &records),
+            verify_chain("other-device", RecordSignatures::Verify(&public), None, &records),
             Err(LedgerProblem::Tampered { seq: 1 })
         );
     }
@@ -283,7 +307,12 @@ mod tests {
         let records = ledger(&key, 6, now);
         // An old copy restored after the server acknowledged record 5.
         assert_eq!(
-            verify_chain("dev", &public, Some(&ack(&records[4])), &records[..3]),
+            verify_chain(
+                "dev",
+                RecordSignatures::Verify(&public),
+                Some(&ack(&records[4])),
+                &records[..3]
+            ),
             Err(LedgerProblem::Rollback {
                 acknowledged: 5,
                 last: 3
@@ -300,25 +329,35 @@ mod tests {
             now + Duration::hours(1),
         ));
         assert_eq!(
-            verify_chain("dev", &public, Some(&ack(&records[3])), &forked),
+            verify_chain(
+                "dev",
+                RecordSignatures::Verify(&public),
+                Some(&ack(&records[3])),
+                &forked
+            ),
             Err(LedgerProblem::Fork { seq: 4 })
         );
         // Records cut out.
         let mut cut = records.clone();
         cut.remove(2);
         assert_eq!(
-            verify_chain("dev", &public, None, &cut),
+            verify_chain("dev", RecordSignatures::Verify(&public), None, &cut),
             Err(LedgerProblem::Gap { after: 2, next: 4 })
         );
         assert_eq!(
-            verify_chain("dev", &public, Some(&ack(&records[0])), &records[3..]),
+            verify_chain(
+                "dev",
+                RecordSignatures::Verify(&public),
+                Some(&ack(&records[0])),
+                &records[3..]
+            ),
             Err(LedgerProblem::Gap { after: 1, next: 4 })
         );
         // An edited quantity, and a record signed by another key.
         let mut edited = records.clone();
         edited[1].quantity = 1_000;
         assert_eq!(
-            verify_chain("dev", &public, None, &edited),
+            verify_chain("dev", RecordSignatures::Verify(&public), None, &edited),
             Err(LedgerProblem::Tampered { seq: 2 })
         );
         let other = signing_key_from_seed(&[4; 32]);
@@ -332,14 +371,21 @@ mod tests {
             now + Duration::hours(2),
         ));
         assert_eq!(
-            verify_chain("dev", &public, None, &foreign),
+            verify_chain("dev", RecordSignatures::Verify(&public), None, &foreign),
             Err(LedgerProblem::BadSignature { seq: 3 })
         );
+        // Inside a file the device signed, the file's signature stands for the records': an
+        // edit is still caught by the hashes.
+        assert_eq!(
+            verify_chain("dev", RecordSignatures::CoveredByFile, None, &edited),
+            Err(LedgerProblem::Tampered { seq: 2 })
+        );
+        assert!(verify_chain("dev", RecordSignatures::CoveredByFile, None, &foreign).is_ok());
         // The clock moved backwards between two records.
         let mut back = records[..2].to_vec();
         back.push(append("dev", &key, back.last(), "calls", 1, now - Duration::days(1)));
         assert_eq!(
-            verify_chain("dev", &public, None, &back),
+            verify_chain("dev", RecordSignatures::Verify(&public), None, &back),
             Err(LedgerProblem::ClockBackwards { seq: 3 })
         );
     }
@@ -358,7 +404,7 @@ mod tests {
                 sig: text,
             };
             let ack = UsageAck { seq, hash: "x".into() };
-            let _ = verify_chain("dev", &key.verifying_key(), Some(&ack), &[record.clone(), record]);
+            let _ = verify_chain("dev", RecordSignatures::Verify(&key.verifying_key()), Some(&ack), &[record.clone(), record]);
         }
     }
 }

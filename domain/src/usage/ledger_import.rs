@@ -12,11 +12,10 @@
 //! and flagged USAGE_OVER_LIMIT.
 
 use chrono::{DateTime, Utc};
-use ed25519_dalek::VerifyingKey;
 use entity::enums::{AnomalyKind, DeviceStatus, UsageSource};
 use entity::{anomaly, device, license, policy, usage_record};
 use protocol::envelope::FileError;
-use protocol::ledger::{self, LedgerProblem, LedgerRecord};
+use protocol::ledger::{self, LedgerProblem, LedgerRecord, RecordSignatures};
 use protocol::license_file::UsageAck;
 use protocol::offline::{self, DeactivationFile, DeviceFile, UsageReport};
 use sea_orm::sea_query::Expr;
@@ -58,13 +57,11 @@ pub struct DeactivationReceipt {
     pub usage: UsageReceipt,
 }
 
-/// The device a file names, with its license, policy and device key, read under the license
-/// row lock.
+/// The device a file names, with its license and policy, read under the license row lock.
 struct FileDevice {
     device: device::Model,
     license: license::Model,
     policy: policy::Model,
-    key: VerifyingKey,
 }
 
 fn invalid(e: FileError) -> Error {
@@ -209,7 +206,6 @@ impl Domain {
                 device,
                 license,
                 policy,
-                key,
             },
         ))
     }
@@ -341,7 +337,13 @@ impl Domain {
             receipt.duplicate_records = records.len();
             return Ok(receipt);
         }
-        let check = match ledger::verify_chain(&device.id, &at.key, acknowledged.as_ref(), records) {
+        // The file's signature (verified with the device key in `file_device`) covers every record.
+        let check = match ledger::verify_chain(
+            &device.id,
+            RecordSignatures::CoveredByFile,
+            acknowledged.as_ref(),
+            records,
+        ) {
             Ok(check) => check,
             Err(problem @ (LedgerProblem::Tampered { .. } | LedgerProblem::BadSignature { .. })) => {
                 return Err(Error::InvalidFile(format!(
