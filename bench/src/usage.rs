@@ -1,9 +1,9 @@
 //! B1 (`recordUsage`, one event per request, through the real API) and B2 (importing a
 //! 10,000-record usage report), against raw SQLite inserts measured in the same run:
 //!
-//! - B1's anchor is single-row INSERT autocommit into a table shaped like `usage_records`, on a
-//!   database file opened with the product's settings (WAL, `synchronous=NORMAL`), one row per
-//!   statement, from this process. Ours: `recordUsage` with a fresh idempotency key per
+//! - B1's anchor is single-row INSERT autocommit into the product's `usage_records` table
+//!   (every column and index) on the API's database file, opened with the product's settings
+//!   (WAL, `synchronous=NORMAL`), one row per statement, from this process. Ours: `recordUsage` with a fresh idempotency key per
 //!   request; each answer is checked and is durable (committed) before it is sent.
 //! - B2's anchor is the same 10,000 rows as one batched INSERT transaction. Ours: the domain's
 //!   `import_usage_report` in this process on the API's database (the API's 64 KiB body cap
@@ -79,49 +79,65 @@ async fn seed(bin_dir: &Path, device_key: &ed25519_dalek::SigningKey) -> anyhow:
     })
 }
 
-/// A SQLite file with the product's settings and a table shaped like `usage_records`.
-async fn anchor_database(dir: &Path) -> anyhow::Result<DatabaseConnection> {
-    let db = Database::connect(format!("sqlite://{}/anchor.db?mode=rwc", dir.display())).await?;
-    for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL"] {
-        db.execute_unprepared(pragma).await?;
-    }
-    db.execute_unprepared(
-        "CREATE TABLE IF NOT EXISTS usage_records (id TEXT PRIMARY KEY, vendor_id TEXT NOT NULL, license_id TEXT NOT NULL, \
-         device_id TEXT, meter TEXT NOT NULL, quantity INTEGER NOT NULL, idempotency_key TEXT NOT NULL, source TEXT NOT NULL, \
-         recorded_at TEXT NOT NULL, received_at TEXT NOT NULL, UNIQUE (license_id, idempotency_key))",
-    )
-    .await?;
-    Ok(db)
+/// The anchors write the product's own `usage_records` table (every column and index), on the
+/// API's database file opened with the product's settings, under the seeded license.
+struct Anchor {
+    db: DatabaseConnection,
+    vendor_id: String,
+    license_id: String,
 }
 
-fn row_values(n: u64) -> Vec<sea_orm::Value> {
+async fn anchor_database(dir: &Path) -> anyhow::Result<Anchor> {
+    let db = Database::connect(format!("sqlite://{}/licensing.db?mode=rwc", dir.display())).await?;
+    for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=5000"] {
+        db.execute_unprepared(pragma).await?;
+    }
+    let (vendor_id, license_id): (String, String) = db
+        .query_one_raw(Statement::from_string(DbBackend::Sqlite, "SELECT vendor_id, id FROM licenses LIMIT 1"))
+        .await?
+        .context("no license")?
+        .try_get_many_by_index()?;
+    Ok(Anchor {
+        db,
+        vendor_id,
+        license_id,
+    })
+}
+
+/// One `usage_records` row as an online record carries it.
+fn row_values(anchor: &Anchor, n: u64) -> Vec<sea_orm::Value> {
     let now = chrono::Utc::now().to_rfc3339();
     vec![
-        format!("{n:036}").into(),
-        "vendor".into(),
-        "license".into(),
-        "device".into(),
+        format!("anchor-{n:029}").into(),
+        anchor.vendor_id.clone().into(),
+        anchor.license_id.clone().into(),
+        None::<String>.into(),
         "api".into(),
         1i64.into(),
-        format!("anchor-{n}").into(),
+        format!("anchor:{n}").into(),
         "ONLINE".into(),
+        None::<i64>.into(),
+        None::<String>.into(),
         now.clone().into(),
         now.into(),
+        format!("{n:064}").into(),
+        r#"{"meter":"api","used":1}"#.into(),
     ]
 }
 
-const INSERT: &str = "INSERT INTO usage_records (id, vendor_id, license_id, device_id, meter, quantity, idempotency_key, source, recorded_at, received_at) VALUES ";
-const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const INSERT: &str = "INSERT INTO usage_records (id, vendor_id, license_id, device_id, meter, quantity, idempotency_key, \
+                      source, ledger_seq, ledger_hash, recorded_at, received_at, request_hash, answer) VALUES ";
+const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 /// Single-row INSERT autocommit for `duration`: rows per second.
-async fn single_inserts(db: &DatabaseConnection, first: u64, duration: Duration) -> anyhow::Result<(f64, u64)> {
+async fn single_inserts(anchor: &Anchor, first: u64, duration: Duration) -> anyhow::Result<(f64, u64)> {
     let started = Instant::now();
     let mut n = first;
     while started.elapsed() < duration {
-        db.execute_raw(Statement::from_sql_and_values(
+        anchor.db.execute_raw(Statement::from_sql_and_values(
             DbBackend::Sqlite,
             format!("{INSERT}{ROW}"),
-            row_values(n),
+            row_values(anchor, n),
         ))
         .await?;
         n += 1;
@@ -130,14 +146,14 @@ async fn single_inserts(db: &DatabaseConnection, first: u64, duration: Duration)
 }
 
 /// `REPORT_RECORDS` rows in one transaction of multi-row INSERTs: seconds.
-async fn batched_insert(db: &DatabaseConnection, first: u64) -> anyhow::Result<f64> {
+async fn batched_insert(anchor: &Anchor, first: u64) -> anyhow::Result<f64> {
     let started = Instant::now();
-    let tx = db.begin().await?;
+    let tx = anchor.db.begin().await?;
     let mut n = first;
     while n < first + REPORT_RECORDS {
         let chunk = Ord::min(500, first + REPORT_RECORDS - n);
         let rows = vec![ROW; usize::try_from(chunk)?].join(", ");
-        let values = (n..n + chunk).flat_map(row_values).collect::<Vec<_>>();
+        let values = (n..n + chunk).flat_map(|i| row_values(anchor, i)).collect::<Vec<_>>();
         tx.execute_raw(Statement::from_sql_and_values(
             DbBackend::Sqlite,
             format!("{INSERT}{rows}"),
