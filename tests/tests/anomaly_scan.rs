@@ -221,7 +221,7 @@ async fn validate(server: &TestServer, key: &str, fingerprint: &str, tag: &str) 
     assert_eq!(res["data"]["validateLicense"]["code"], "VALID", "{res}");
 }
 
-const ANOMALIES: &str = "query($f: AnomalyFilter) { anomalies(first: 100, filter: $f) { nodes { id kind status meter explanation evidence lastSeenAt license { id } device { id } } } }";
+const ANOMALIES: &str = "query($f: AnomalyFilter) { anomalies(first: 20, filter: $f) { nodes { id kind status meter explanation evidence lastSeenAt license { id } device { id } } } }";
 
 async fn anomalies(server: &TestServer, token: &str, filter: Value) -> Vec<Value> {
     server.ok(token, ANOMALIES, json!({ "f": filter })).await["anomalies"]["nodes"]
