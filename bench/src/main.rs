@@ -7,7 +7,9 @@
 //!   measurement is repeated and interleaved, the median reported, every response checked.
 //! - C1: the client's offline check of a license file (parse, verify, rules) against a raw
 //!   Ed25519 verification of the same bytes.
-//! - D1 and D3: the heartbeat sweep and the renewal scan ([`sweeps`]).
+//! - D1 and D3: the heartbeat sweep and the renewal scan ([`sweeps`], which also seeds the
+//!   catalog the D scenarios share).
+//! - D2: the anomaly scan, full and incremental ([`anomaly_scan`]).
 //!
 //! Run `cargo build --release --workspace && target/release/licensing-bench --quick`.
 
@@ -22,6 +24,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::Request;
 use serde_json::{Value, json};
 
+mod anomaly_scan;
 mod sweeps;
 
 #[derive(Parser)]
@@ -478,6 +481,7 @@ fn main() -> anyhow::Result<()> {
         }
         if wants('D') {
             sweeps::run(&bin_dir, cli.quick).await?;
+            anomaly_scan::run(&bin_dir, cli.quick).await?;
         }
         anyhow::Ok(())
     })

@@ -274,7 +274,7 @@ impl Domain {
         let from = start.max(now - Duration::days(1));
         let recent: Option<i64> = usage_hourly::Entity::find()
             .select_only()
-            .column_as(usage_hourly::Column::Quantity.sum(), "recent")
+            .column_as(sum_of(usage_hourly::Column::Quantity), "recent")
             .filter(usage_hourly::Column::LicenseId.eq(&license.id))
             .filter(usage_hourly::Column::Meter.eq(meter))
             .filter(usage_hourly::Column::Hour.gte(hour_start(from)))
@@ -544,7 +544,7 @@ impl Domain {
                 };
                 let skewed: Option<i64> = usage_hourly::Entity::find()
                     .select_only()
-                    .column_as(usage_hourly::Column::SkewedRecords.sum(), "skewed")
+                    .column_as(sum_of(usage_hourly::Column::SkewedRecords), "skewed")
                     .filter(usage_hourly::Column::LicenseId.eq(license_id))
                     .filter(usage_hourly::Column::Meter.eq(meter))
                     .filter(usage_hourly::Column::DeviceId.eq(device_id))
@@ -574,6 +574,11 @@ impl Domain {
         }
         Ok(())
     }
+}
+
+/// `SUM(column)` as a BIGINT (PostgreSQL sums a BIGINT column into a NUMERIC).
+fn sum_of(column: usage_hourly::Column) -> Expr {
+    sea_orm::sea_query::ExprTrait::cast_as(Expr::expr(Func::sum(Expr::col(column))), "BIGINT")
 }
 
 /// Where the last scan left off (the epoch before the first scan: everything is new).
