@@ -123,7 +123,10 @@ mod tests {
         let a = set(&[("mac", "aa"), ("cpu", "x")]);
         let b = set(&[("cpu", "x"), ("mac", "aa")]);
         assert_eq!(components_hash(&a), components_hash(&b));
-        assert_ne!(components_hash(&a), components_hash(&set(&[("cpu", "x"), ("mac", "ab")])));
+        assert_ne!(
+            components_hash(&a),
+            components_hash(&set(&[("cpu", "x"), ("mac", "ab")]))
+        );
         assert_eq!(components_hash(&a).len(), 64);
     }
 }

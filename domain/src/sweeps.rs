@@ -19,8 +19,8 @@ use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Quer
 use serde_json::json;
 
 use crate::alerts;
-use crate::device_history;
 use crate::db::begin_write;
+use crate::device_history;
 use crate::devices::{dead_alert, release_seats};
 use crate::outbox::{self, NewEmail};
 use crate::{Domain, Result};

@@ -38,8 +38,13 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_index(Index::drop().name("ix_usage_hourly_touched").table("usage_hourly").to_owned())
-            .await?;
+        m.drop_index(
+            Index::drop()
+                .name("ix_usage_hourly_touched")
+                .table("usage_hourly")
+                .to_owned(),
+        )
+        .await?;
         m.drop_table(Table::drop().table("usage_baselines").to_owned()).await
     }
 }

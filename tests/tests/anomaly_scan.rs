@@ -15,8 +15,8 @@ use sea_orm::sea_query::{Expr, ExprTrait as _, Order, Query};
 use sea_orm::{ConnectionTrait as _, DatabaseConnection, Value as SqlValue};
 use serde_json::{Value, json};
 use tests::{
-    Backend, RedisServer, SmtpSink, TestServer, WorkerProcess, activate, api_token, components, error_code,
-    eventually, on_both_databases, parse_email,
+    Backend, RedisServer, SmtpSink, TestServer, WorkerProcess, activate, api_token, components, error_code, eventually,
+    on_both_databases, parse_email,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -83,7 +83,9 @@ fn hours(n: i64) -> chrono::Duration {
 async fn insert(db: &DatabaseConnection, table: &str, columns: &[&str], rows: Vec<Vec<SqlValue>>) {
     for chunk in rows.chunks(200) {
         let mut statement = Query::insert();
-        statement.into_table(table.to_owned()).columns(columns.iter().map(|c| (*c).to_owned()));
+        statement
+            .into_table(table.to_owned())
+            .columns(columns.iter().map(|c| (*c).to_owned()));
         for row in chunk {
             statement.values_panic(row.iter().cloned().map(Expr::val));
         }
@@ -134,7 +136,15 @@ async fn seed_series(
     insert(
         db,
         "usage_series",
-        &["license_id", "meter", "device_id", "vendor_id", "first_hour", "last_hour", "touched_at"],
+        &[
+            "license_id",
+            "meter",
+            "device_id",
+            "vendor_id",
+            "first_hour",
+            "last_hour",
+            "touched_at",
+        ],
         vec![vec![
             license.into(),
             METER.into(),
@@ -165,7 +175,12 @@ async fn vendor_of(db: &DatabaseConnection, license: &str) -> String {
         .from("licenses")
         .and_where(Expr::col("id").eq(license))
         .to_owned();
-    db.query_one(&query).await.unwrap().unwrap().try_get("", "vendor_id").unwrap()
+    db.query_one(&query)
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "vendor_id")
+        .unwrap()
 }
 
 async fn customer(server: &TestServer, external_id: &str) -> String {
@@ -241,7 +256,9 @@ fn roomiest_period(now: DateTime<Utc>) -> (&'static str, DateTime<Utc>) {
     let week = day - chrono::Duration::days(i64::from(now.weekday().num_days_from_monday()));
     let month = day - chrono::Duration::days(i64::from(now.day0()));
     let month_end = month.checked_add_months(chrono::Months::new(1)).unwrap();
-    let ahead = |start: DateTime<Utc>, end: DateTime<Utc>| (end - now).num_seconds() as f64 / (end - start).num_seconds() as f64;
+    let ahead = |start: DateTime<Utc>, end: DateTime<Utc>| {
+        (end - now).num_seconds() as f64 / (end - start).num_seconds() as f64
+    };
     [
         ("DAILY", day, ahead(day, day + chrono::Duration::days(1))),
         ("WEEKLY", week, ahead(week, week + chrono::Duration::weeks(1))),
@@ -297,7 +314,12 @@ async fn every_detector_flags_once(backend: Backend) {
         &db,
         "meter_totals",
         &["license_id", "meter", "period_start", "used"],
-        vec![vec![paced.as_str().into(), METER.into(), period_start.into(), 600_i64.into()]],
+        vec![vec![
+            paced.as_str().into(),
+            METER.into(),
+            period_start.into(),
+            600_i64.into(),
+        ]],
     )
     .await;
 
@@ -348,7 +370,15 @@ async fn every_detector_flags_once(backend: Backend) {
 
     // CLOCK_TAMPER: a device series with three records dated ahead of the server clock.
     let (skewed, _) = license(&server, "maxActivations: 5", None).await;
-    seed_series(&db, &vendor, &skewed, "skewed-device", &BTreeMap::from([(this_hour, (3, 3))]), now).await;
+    seed_series(
+        &db,
+        &vendor,
+        &skewed,
+        "skewed-device",
+        &BTreeMap::from([(this_hour, (3, 3))]),
+        now,
+    )
+    .await;
 
     let smtp = sink.url();
     let scan_env = [
@@ -369,27 +399,56 @@ async fn every_detector_flags_once(backend: Backend) {
         let found = of_kind(&all, kind);
         assert_eq!(found.len(), 1, "{kind}: {found:?}");
         let evidence = &found[0]["evidence"];
-        for field in ["detector", "series", "window", "observed", "baseline", "score", "threshold"] {
-            assert!(evidence.get(field).is_some(), "{kind} evidence lacks {field}: {evidence}");
+        for field in [
+            "detector",
+            "series",
+            "window",
+            "observed",
+            "baseline",
+            "score",
+            "threshold",
+        ] {
+            assert!(
+                evidence.get(field).is_some(),
+                "{kind} evidence lacks {field}: {evidence}"
+            );
         }
     }
     let explanation = |kind: &str| of_kind(&all, kind)[0]["explanation"].as_str().unwrap().to_owned();
     let spike = of_kind(&all, "USAGE_SPIKE")[0];
     assert_eq!(spike["license"]["id"], spiky.as_str());
     assert_eq!(spike["meter"], METER);
-    assert!(explanation("USAGE_SPIKE").contains("used 4,210 in the hour"), "{}", explanation("USAGE_SPIKE"));
+    assert!(
+        explanation("USAGE_SPIKE").contains("used 4,210 in the hour"),
+        "{}",
+        explanation("USAGE_SPIKE")
+    );
     assert_eq!(spike["evidence"]["observed"], 4210.0);
     let median = spike["evidence"]["baseline"]["median"].as_f64().unwrap();
     assert!((95.0..=105.0).contains(&median), "{spike}");
     let usual = format!("its usual {}", median.round());
-    assert!(explanation("USAGE_SPIKE").contains(&usual), "{}", explanation("USAGE_SPIKE"));
+    assert!(
+        explanation("USAGE_SPIKE").contains(&usual),
+        "{}",
+        explanation("USAGE_SPIKE")
+    );
     assert_eq!(of_kind(&all, "USAGE_PACE")[0]["license"]["id"], paced.as_str());
-    assert!(explanation("USAGE_PACE").contains("used 600 of its 1,000 limit"), "{}", explanation("USAGE_PACE"));
+    assert!(
+        explanation("USAGE_PACE").contains("used 600 of its 1,000 limit"),
+        "{}",
+        explanation("USAGE_PACE")
+    );
     assert_eq!(of_kind(&all, "USAGE_DROP")[0]["device"]["id"], quiet_device.as_str());
     assert_eq!(of_kind(&all, "ACTIVATION_BURST")[0]["license"]["id"], hopping.as_str());
     assert!(explanation("ACTIVATION_BURST").contains("activated 11 distinct devices"));
-    assert_eq!(of_kind(&all, "FINGERPRINT_DRIFT")[0]["device"]["id"], drifting_device.as_str());
-    assert_eq!(of_kind(&all, "FINGERPRINT_DRIFT")[0]["license"]["id"], drifting.as_str());
+    assert_eq!(
+        of_kind(&all, "FINGERPRINT_DRIFT")[0]["device"]["id"],
+        drifting_device.as_str()
+    );
+    assert_eq!(
+        of_kind(&all, "FINGERPRINT_DRIFT")[0]["license"]["id"],
+        drifting.as_str()
+    );
     assert!(explanation("SHARED_FINGERPRINT").contains("3 different customers"));
     assert_eq!(of_kind(&all, "CLOCK_TAMPER")[0]["license"]["id"], skewed.as_str());
     assert!(explanation("CLOCK_TAMPER").contains("sent 3 api-calls records"));
@@ -400,14 +459,22 @@ async fn every_detector_flags_once(backend: Backend) {
     assert!(subject.contains("7 anomalies"), "{subject}");
     for kind in KINDS {
         let first_words: String = explanation(kind).chars().take(40).collect();
-        assert!(body.contains(&first_words), "the digest lists {kind} ({first_words}): {body}");
+        assert!(
+            body.contains(&first_words),
+            "the digest lists {kind} ({first_words}): {body}"
+        );
     }
 
     // The same situations seen again: nothing new, lastSeenAt moves.
     let before: BTreeMap<String, String> = flagged
         .iter()
         .chain(all.iter())
-        .map(|a| (a["id"].as_str().unwrap().to_owned(), a["lastSeenAt"].as_str().unwrap().to_owned()))
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap().to_owned(),
+                a["lastSeenAt"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     for touched in [&spiky, &paced, &skewed, &quiet] {
         touch_usage(&db, touched).await;
@@ -451,17 +518,30 @@ async fn every_detector_flags_once(backend: Backend) {
     assert!(anomalies(&server, &other_token, json!({})).await.is_empty());
     let spike_id = spike["id"].as_str().unwrap().to_owned();
     let foreign = server
-        .ok(&other_token, "query($id: ID!) { anomaly(id: $id) { id } }", json!({ "id": spike_id }))
+        .ok(
+            &other_token,
+            "query($id: ID!) { anomaly(id: $id) { id } }",
+            json!({ "id": spike_id }),
+        )
         .await;
     assert_eq!(foreign["anomaly"], Value::Null);
 
     // Acknowledging: OWNER, ADMIN and SUPPORT may; READ_ONLY and INTEGRATION are refused.
     let acknowledge = "mutation($id: ID!, $n: String) { acknowledgeAnomaly(id: $id, note: $n) { status note } }";
-    let id_of = |kind: &str| later.iter().find(|a| a["kind"] == kind).unwrap()["id"].as_str().unwrap().to_owned();
+    let id_of = |kind: &str| {
+        later.iter().find(|a| a["kind"] == kind).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
     for role in ["READ_ONLY", "INTEGRATION"] {
         let token = api_token(&server, &owner, role).await;
         let res = server
-            .gql(Some(&token), acknowledge, json!({ "id": id_of("CLOCK_TAMPER"), "n": "no" }))
+            .gql(
+                Some(&token),
+                acknowledge,
+                json!({ "id": id_of("CLOCK_TAMPER"), "n": "no" }),
+            )
             .await;
         assert_eq!(error_code(&res), Some("FORBIDDEN"), "{role}: {res}");
     }
@@ -471,7 +551,11 @@ async fn every_detector_flags_once(backend: Backend) {
     assert_eq!(error_code(&foreign), Some("NOT_FOUND"), "{foreign}");
     let admin = api_token(&server, &owner, "ADMIN").await;
     let support = api_token(&server, &owner, "SUPPORT").await;
-    for (token, kind) in [(&owner, "USAGE_PACE"), (&admin, "USAGE_SPIKE"), (&support, "CLOCK_TAMPER")] {
+    for (token, kind) in [
+        (&owner, "USAGE_PACE"),
+        (&admin, "USAGE_SPIKE"),
+        (&support, "CLOCK_TAMPER"),
+    ] {
         let done = server
             .ok(token, acknowledge, json!({ "id": id_of(kind), "n": "looked at" }))
             .await;
@@ -488,7 +572,10 @@ async fn every_detector_flags_once(backend: Backend) {
     let open = anomalies(&server, &owner, json!({ "kinds": ["CLOCK_TAMPER"], "status": "OPEN" })).await;
     assert_eq!(open.len(), 1, "{open:?}");
 }
-on_both_databases!(every_detector_flags_once_and_rescans_repeat_nothing, every_detector_flags_once);
+on_both_databases!(
+    every_detector_flags_once_and_rescans_repeat_nothing,
+    every_detector_flags_once
+);
 
 /// The status history of one device, in order.
 async fn history(db: &DatabaseConnection, device: &str) -> Vec<String> {
@@ -536,7 +623,13 @@ async fn status_history(backend: Backend) {
         .expr(Expr::col("device_id").count())
         .from("fingerprint_observations")
         .to_owned();
-    let count: i64 = db.query_one(&observations).await.unwrap().unwrap().try_get_by_index(0).unwrap();
+    let count: i64 = db
+        .query_one(&observations)
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index(0)
+        .unwrap();
     assert_eq!(count, 0, "the activated components are no observation");
 
     let _worker = worker(&server, &queue, &[("HEARTBEAT_SWEEP_SECS", "1")]);

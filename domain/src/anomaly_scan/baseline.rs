@@ -84,7 +84,12 @@ impl Baseline {
         // Only whole days: the first and last day of the window may be cut.
         let whole_days: Vec<f64> = days.values().filter(|(_, n)| *n == 24).map(|(sum, _)| *sum).collect();
         let seasonal = (first_hour <= through - Duration::weeks(SEASONAL_WEEKS))
-            .then(|| slots.iter().map(|values| Summary::of(values)).collect::<Option<Vec<_>>>())
+            .then(|| {
+                slots
+                    .iter()
+                    .map(|values| Summary::of(values))
+                    .collect::<Option<Vec<_>>>()
+            })
             .flatten();
         Self {
             first_hour,

@@ -97,7 +97,7 @@ pub fn thousands(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -132,7 +132,11 @@ fn spike_score(observed: i64, usual: &Summary) -> Option<f64> {
 
 fn times_usual(observed: i64, median: f64) -> String {
     if median > 0.0 {
-        format!("{:.1}× its usual {}", observed as f64 / median, thousands(round(median)))
+        format!(
+            "{:.1}× its usual {}",
+            observed as f64 / median,
+            thousands(round(median))
+        )
     } else {
         "against its usual 0".to_owned()
     }
@@ -184,7 +188,11 @@ pub fn usage_spike(
             thousands(round(usual.mad)),
         );
         let evidence = Evidence {
-            detector: if seasonal { "usage_spike.hour_of_week" } else { "usage_spike.hourly" },
+            detector: if seasonal {
+                "usage_spike.hour_of_week"
+            } else {
+                "usage_spike.hourly"
+            },
             series: series.to_owned(),
             window: Window {
                 from: hour,
@@ -195,11 +203,14 @@ pub fn usage_spike(
             score: Some(score),
             threshold: SPIKE_SCORE,
         };
-        consider(score, Finding {
-            kind: AnomalyKind::UsageSpike,
-            explanation,
-            evidence,
-        });
+        consider(
+            score,
+            Finding {
+                kind: AnomalyKind::UsageSpike,
+                explanation,
+                evidence,
+            },
+        );
     }
     if let Some(usual) = baseline.daily {
         for &(day, observed) in days {
@@ -231,11 +242,14 @@ pub fn usage_spike(
                 score: Some(score),
                 threshold: SPIKE_SCORE,
             };
-            consider(score, Finding {
-                kind: AnomalyKind::UsageSpike,
-                explanation,
-                evidence,
-            });
+            consider(
+                score,
+                Finding {
+                    kind: AnomalyKind::UsageSpike,
+                    explanation,
+                    evidence,
+                },
+            );
         }
     }
     best.map(|(_, finding)| finding)
@@ -273,7 +287,8 @@ pub fn usage_pace(names: Names<'_>, series: &str, pace: &Pace) -> Option<Finding
     let now = pace.window.to;
     let left = (pace.limit + pace.overage - pace.used).max(0);
     let exhausted_at = now + Duration::seconds((left as f64 / rate * 3600.0) as i64);
-    let margin = Duration::seconds(((pace.period.to - pace.period.from).num_seconds() as f64 * PACE_MARGIN_SHARE) as i64);
+    let margin =
+        Duration::seconds(((pace.period.to - pace.period.from).num_seconds() as f64 * PACE_MARGIN_SHARE) as i64);
     if exhausted_at > pace.period.to - margin {
         return None;
     }
@@ -340,7 +355,12 @@ pub fn usage_drop(names: Names<'_>, device: &str, series: &str, silence: &Silenc
         names.license,
         names.meter,
         utc(silence.hour),
-        silence.weeks_before.iter().map(|q| thousands(*q)).collect::<Vec<_>>().join(", "),
+        silence
+            .weeks_before
+            .iter()
+            .map(|q| thousands(*q))
+            .collect::<Vec<_>>()
+            .join(", "),
         thousands(round(usual.median)),
     );
     let evidence = Evidence {
@@ -365,7 +385,13 @@ pub fn usage_drop(names: Names<'_>, device: &str, series: &str, silence: &Silenc
 /// ACTIVATION_BURST: more distinct devices activated on a license within a day than
 /// `max(3 × seats, 10)`; a license without a seat cap never flags.
 #[must_use]
-pub fn activation_burst(license: &str, series: &str, seats: Option<i32>, devices: i64, window: Window) -> Option<Finding> {
+pub fn activation_burst(
+    license: &str,
+    series: &str,
+    seats: Option<i32>,
+    devices: i64,
+    window: Window,
+) -> Option<Finding> {
     let seats = i64::from(seats?);
     let threshold = (BURST_SEATS_FACTOR * seats).max(BURST_MIN);
     if devices <= threshold {
@@ -558,7 +584,10 @@ mod tests {
         assert!((15.0..=25.0).contains(&median), "{median}");
         assert_eq!(finding.evidence.baseline["n"], 4);
         let text = &finding.explanation;
-        assert!(text.contains("used 500 in the hour from 2026-12-02 03:00 UTC"), "{text}");
+        assert!(
+            text.contains("used 500 in the hour from 2026-12-02 03:00 UTC"),
+            "{text}"
+        );
         assert!(text.contains(&format!("its usual {}", median.round())), "{text}");
         assert!(text.contains("median of 4 weeks"), "{text}");
     }
@@ -570,7 +599,11 @@ mod tests {
         let finding = judge(&totals).unwrap();
         assert_eq!(finding.evidence.detector, "usage_spike.hourly");
         assert!(finding.explanation.contains("used 900"), "{}", finding.explanation);
-        assert!(finding.explanation.contains("per hour (median of 336 hours"), "{}", finding.explanation);
+        assert!(
+            finding.explanation.contains("per hour (median of 336 hours"),
+            "{}",
+            finding.explanation
+        );
     }
 
     #[test]
@@ -591,10 +624,8 @@ mod tests {
     #[test]
     fn small_numbers_do_not_flag() {
         // A quiet series: 0 or 1 an hour; 9 in one hour is far in z but under the floor.
-        let mut totals: BTreeMap<DateTime<Utc>, i64> = rhythm(5)
-            .into_iter()
-            .map(|(h, q)| (h, i64::from(q % 2 == 0)))
-            .collect();
+        let mut totals: BTreeMap<DateTime<Utc>, i64> =
+            rhythm(5).into_iter().map(|(h, q)| (h, i64::from(q % 2 == 0))).collect();
         totals.insert(at("2026-12-02T03:00:00Z"), 9);
         assert_eq!(judge(&totals), None);
     }
@@ -650,15 +681,31 @@ mod tests {
     fn drop_flags_a_device_silent_in_an_hour_it_always_reports() {
         let finding = usage_drop(NAMES, "dev-1", "lic:api-calls:dev-1", &silence(0, [40, 35, 42], 4)).unwrap();
         assert_eq!(finding.kind, AnomalyKind::UsageDrop);
-        assert!(finding.explanation.contains("reported 40, 35, 42"), "{}", finding.explanation);
+        assert!(
+            finding.explanation.contains("reported 40, 35, 42"),
+            "{}",
+            finding.explanation
+        );
         assert_eq!(finding.evidence.baseline["median"], 40.0);
     }
 
     #[test]
     fn drop_stays_silent_when_the_hour_is_not_always_used_or_the_series_is_young() {
-        assert_eq!(usage_drop(NAMES, "d", "s", &silence(1, [40, 35, 42], 4)), None, "it reported");
-        assert_eq!(usage_drop(NAMES, "d", "s", &silence(0, [40, 0, 42], 4)), None, "not every week");
-        assert_eq!(usage_drop(NAMES, "d", "s", &silence(0, [40, 35, 42], 2)), None, "two weeks old");
+        assert_eq!(
+            usage_drop(NAMES, "d", "s", &silence(1, [40, 35, 42], 4)),
+            None,
+            "it reported"
+        );
+        assert_eq!(
+            usage_drop(NAMES, "d", "s", &silence(0, [40, 0, 42], 4)),
+            None,
+            "not every week"
+        );
+        assert_eq!(
+            usage_drop(NAMES, "d", "s", &silence(0, [40, 35, 42], 2)),
+            None,
+            "two weeks old"
+        );
     }
 
     fn day() -> Window {
@@ -671,12 +718,24 @@ mod tests {
     #[test]
     fn a_burst_of_activations_flags_above_three_times_the_seats_or_ten() {
         assert!(activation_burst("..AB12", "lic", Some(2), 11, day()).is_some());
-        assert_eq!(activation_burst("..AB12", "lic", Some(2), 10, day()), None, "10 is the floor");
+        assert_eq!(
+            activation_burst("..AB12", "lic", Some(2), 10, day()),
+            None,
+            "10 is the floor"
+        );
         let finding = activation_burst("..AB12", "lic", Some(5), 16, day()).unwrap();
-        assert!(finding.explanation.contains("activated 16 distinct devices"), "{}", finding.explanation);
+        assert!(
+            finding.explanation.contains("activated 16 distinct devices"),
+            "{}",
+            finding.explanation
+        );
         assert!(finding.explanation.contains("more than 15"), "{}", finding.explanation);
         assert_eq!(activation_burst("..AB12", "lic", Some(5), 15, day()), None);
-        assert_eq!(activation_burst("..AB12", "lic", None, 1000, day()), None, "unlimited seats");
+        assert_eq!(
+            activation_burst("..AB12", "lic", None, 1000, day()),
+            None,
+            "unlimited seats"
+        );
     }
 
     #[test]
@@ -692,7 +751,11 @@ mod tests {
         let licenses = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
         let finding = shared_fingerprint("fp", "fp", 3, &licenses, now()).unwrap();
         assert_eq!(finding.kind, AnomalyKind::SharedFingerprint);
-        assert!(finding.explanation.contains("under 3 licenses of 3 different customers"));
+        assert!(
+            finding
+                .explanation
+                .contains("under 3 licenses of 3 different customers")
+        );
         assert_eq!(shared_fingerprint("fp", "fp", 2, &licenses, now()), None);
     }
 

@@ -93,7 +93,10 @@ fn label(license: &license::Model) -> String {
 
 /// The meter as it applies to the license: its own override, else the policy's.
 fn effective_meter(license: &license::Model, policy: &policy::Model, code: &str) -> Option<Meter> {
-    let own = license.meters.as_ref().and_then(|m| m.0.iter().find(|m| m.code == code));
+    let own = license
+        .meters
+        .as_ref()
+        .and_then(|m| m.0.iter().find(|m| m.code == code));
     own.or_else(|| policy.meters.0.iter().find(|m| m.code == code)).cloned()
 }
 
@@ -127,7 +130,8 @@ impl Domain {
         report.series = touched.len();
         for chunk in touched.chunks(CHUNK) {
             let licenses = load_licenses(&self.db, chunk.iter().map(|t| t.license_id.clone())).await?;
-            self.judge_series(chunk, &licenses, now, &mut flags, &mut baselines).await?;
+            self.judge_series(chunk, &licenses, now, &mut flags, &mut baselines)
+                .await?;
         }
         report.baselines = baselines.len();
         report.device_series = self.drops(since, now, &mut flags).await?;
@@ -192,8 +196,12 @@ impl Domain {
             .all(&self.db)
             .await?
         {
-            let baseline: Baseline = serde_json::from_value(row.baseline)
-                .map_err(|e| Error::Internal(format!("the baseline of {}:{} does not parse: {e}", row.license_id, row.meter)))?;
+            let baseline: Baseline = serde_json::from_value(row.baseline).map_err(|e| {
+                Error::Internal(format!(
+                    "the baseline of {}:{} does not parse: {e}",
+                    row.license_id, row.meter
+                ))
+            })?;
             stored.insert((row.license_id, row.meter), baseline);
         }
         let through = hour_start(now);
@@ -242,10 +250,10 @@ impl Domain {
             if let Some(finding) = detectors::usage_spike(names, &series, &baseline, &hours, &days) {
                 flags.push(meter_flag(finding));
             }
-            if let Some(pace) = self.pace(license, policy, &t.meter, now).await? {
-                if let Some(finding) = detectors::usage_pace(names, &series, &pace) {
-                    flags.push(meter_flag(finding));
-                }
+            if let Some(pace) = self.pace(license, policy, &t.meter, now).await?
+                && let Some(finding) = detectors::usage_pace(names, &series, &pace)
+            {
+                flags.push(meter_flag(finding));
             }
         }
         Ok(())
@@ -456,7 +464,8 @@ impl Domain {
             let licenses: BTreeSet<String> = holders.iter().map(|(l, _)| l.clone()).collect();
             let licenses: Vec<String> = licenses.into_iter().collect();
             let customers = i64::try_from(customers.len()).unwrap_or(i64::MAX);
-            if let Some(finding) = detectors::shared_fingerprint(&fingerprint, &fingerprint, customers, &licenses, now) {
+            if let Some(finding) = detectors::shared_fingerprint(&fingerprint, &fingerprint, customers, &licenses, now)
+            {
                 flags.push(Flag {
                     vendor_id,
                     license_id: None,
@@ -559,9 +568,7 @@ impl Domain {
                     meter,
                 };
                 let series = format!("{license_id}:{meter}:{device_id}");
-                if let Some(finding) =
-                    detectors::clock_tamper(names, device_id, &series, skewed.unwrap_or(0), day)
-                {
+                if let Some(finding) = detectors::clock_tamper(names, device_id, &series, skewed.unwrap_or(0), day) {
                     flags.push(Flag {
                         vendor_id: vendor_id.clone(),
                         license_id: Some(license_id.clone()),
@@ -612,7 +619,8 @@ async fn save_baseline(
     baseline: &Baseline,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let json = serde_json::to_value(baseline).map_err(|e| Error::Internal(format!("a baseline did not serialise: {e}")))?;
+    let json =
+        serde_json::to_value(baseline).map_err(|e| Error::Internal(format!("a baseline did not serialise: {e}")))?;
     usage_baseline::Entity::insert(usage_baseline::ActiveModel {
         license_id: Set(license_id),
         meter: Set(meter),
@@ -693,4 +701,3 @@ async fn load_licenses(db: &DatabaseConnection, ids: impl IntoIterator<Item = St
         .filter_map(|(l, p)| p.map(|p| (l.id.clone(), (l, p))))
         .collect())
 }
-
