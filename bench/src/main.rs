@@ -8,7 +8,9 @@
 //! - C1: the client's offline check of a license file (parse, verify, rules) against a raw
 //!   Ed25519 verification of the same bytes.
 //! - B1 and B2: `recordUsage` and a usage report import ([`usage`]).
-//! - D1 and D3: the heartbeat sweep and the renewal scan ([`sweeps`]).
+//! - D1 and D3: the heartbeat sweep and the renewal scan ([`sweeps`], which also seeds the
+//!   catalog the D scenarios share).
+//! - D2: the anomaly scan, full and incremental ([`anomaly_scan`]).
 //!
 //! Run `cargo build --release --workspace && target/release/licensing-bench --quick`.
 
@@ -23,6 +25,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::Request;
 use serde_json::{Value, json};
 
+mod anomaly_scan;
 mod sweeps;
 mod usage;
 
@@ -493,6 +496,7 @@ fn main() -> anyhow::Result<()> {
         }
         if wants('D') {
             sweeps::run(&bin_dir, cli.quick).await?;
+            anomaly_scan::run(&bin_dir, cli.quick).await?;
         }
         anyhow::Ok(())
     })

@@ -24,14 +24,18 @@ const LIVE: &str = "status IN ('ACTIVE', 'CHECKED_OUT')";
 const THRESHOLDS: [i64; 3] = [30, 7, 1];
 
 /// A stopped API's database, opened in this process.
-struct Fleet {
+pub(crate) struct Fleet {
     _dir: tempfile::TempDir,
-    domain: Domain,
-    license_id: String,
+    /// The domain over it.
+    pub(crate) domain: Domain,
+    /// The one license made through the API (a template to clone).
+    pub(crate) license_id: String,
     device_id: String,
 }
 
-async fn seed_catalog(bin_dir: &Path) -> anyhow::Result<Fleet> {
+/// Makes the catalog (vendor, product, policy, customer, one license, one device) through the
+/// real API, stops it, and opens its database here.
+pub(crate) async fn seed_catalog(bin_dir: &Path) -> anyhow::Result<Fleet> {
     let dir = tempfile::tempdir()?;
     let (server, port, token) = launch_api(bin_dir, dir.path(), "off").await?;
     let gql = |query: &'static str, variables: serde_json::Value| {
@@ -87,7 +91,7 @@ async fn seed_catalog(bin_dir: &Path) -> anyhow::Result<Fleet> {
 
 /// Inserts copies of the `table` row `template` for `i` in `range`, with `overrides` (SQL
 /// expressions over `i`, with `?` parameters bound from `values` in order) for some columns.
-async fn clone_rows(
+pub(crate) async fn clone_rows(
     db: &DatabaseConnection,
     table: &str,
     template: &str,
@@ -128,7 +132,8 @@ async fn clone_rows(
     Ok(())
 }
 
-async fn timed<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<(T, f64)> {
+/// Runs `work` and says how long it took, in seconds.
+pub(crate) async fn timed<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<(T, f64)> {
     let started = Instant::now();
     let value = work.await?;
     Ok((value, started.elapsed().as_secs_f64()))

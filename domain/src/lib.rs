@@ -10,6 +10,7 @@ pub mod access;
 pub mod actor;
 pub mod alerts;
 pub mod anomalies;
+pub mod anomaly_scan;
 pub mod audit;
 pub mod by_id;
 pub mod catalog;

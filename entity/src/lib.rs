@@ -26,6 +26,7 @@ pub mod scan_watermark;
 pub mod signing_key;
 pub mod staff_session;
 pub mod staff_user;
+pub mod usage_baseline;
 pub mod usage_hourly;
 pub mod usage_record;
 pub mod usage_series;

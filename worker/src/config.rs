@@ -16,6 +16,7 @@ use domain::settings::{Settings, env};
 /// | `HEARTBEAT_SWEEP_SECS` | `30` | heartbeat-timeout detection (and alert digests) period |
 /// | `RENEWAL_SCAN_SECS` | `3600` | renewal notice period |
 /// | `RENEWAL_NOTICE_DAYS` | `30,7,1` | days before expiry a notice goes out |
+/// | `ANOMALY_SCAN_SECS` | `300` | anomaly detection period (the anomaly scan) |
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Where the SQLite queue and `.eml` files live.
@@ -30,6 +31,8 @@ pub struct WorkerConfig {
     pub heartbeat_sweep: Duration,
     /// Renewal scan period.
     pub renewal_scan: Duration,
+    /// Anomaly scan period.
+    pub anomaly_scan: Duration,
     /// Renewal notice thresholds, in days.
     pub renewal_notice_days: Vec<i64>,
 }
@@ -72,6 +75,7 @@ impl WorkerConfig {
             mail_from: env("MAIL_FROM").unwrap_or_else(|| "licensing@localhost".into()),
             heartbeat_sweep: seconds("HEARTBEAT_SWEEP_SECS", 30)?,
             renewal_scan: seconds("RENEWAL_SCAN_SECS", 3600)?,
+            anomaly_scan: seconds("ANOMALY_SCAN_SECS", 300)?,
             renewal_notice_days,
         })
     }

@@ -31,8 +31,9 @@ pub(crate) async fn schedule<S: Store>(
     let periods = [
         (PeriodicTask::HeartbeatSweep, ctx.config.heartbeat_sweep.as_secs()),
         (PeriodicTask::RenewalScan, ctx.config.renewal_scan.as_secs()),
+        (PeriodicTask::AnomalyScan, ctx.config.anomaly_scan.as_secs()),
     ];
-    let mut last: [Option<u64>; 2] = [None, None];
+    let mut last: [Option<u64>; 3] = [None; 3];
     let mut alert_tail = ctx.domain.alert_tail();
     let mut last_prune = tokio::time::Instant::now();
     let mut interval = tokio::time::interval(SCHEDULER_INTERVAL);

@@ -1,5 +1,5 @@
 //! The periodic tick job (`licensing.periodic`): one job per tick of each periodic task, the
-//! heartbeat sweep followed by the staff alert digests, or the renewal scan. Every process
+//! heartbeat sweep followed by the staff alert digests, the renewal scan, or the anomaly scan. Every process
 //! schedules every tick (`scheduler`) under the idempotency key `<task>:<slot>`, so
 //! the queue keeps one job per tick however many workers run; the work itself is idempotent
 //! too (conditional updates, claims, dedupe keys), so a tick delivered twice changes nothing
@@ -17,6 +17,8 @@ pub enum PeriodicTask {
     HeartbeatSweep,
     /// Promise renewal notices.
     RenewalScan,
+    /// Run the anomaly detectors over what changed since the last scan.
+    AnomalyScan,
 }
 
 impl PeriodicTask {
@@ -26,6 +28,7 @@ impl PeriodicTask {
         match self {
             Self::HeartbeatSweep => "heartbeat_sweep",
             Self::RenewalScan => "renewal_scan",
+            Self::AnomalyScan => "anomaly_scan",
         }
     }
 }
@@ -63,6 +66,18 @@ pub(crate) async fn run(tick: Tick, ctx: Shared) -> Result<(), BoxDynError> {
                 .await?;
             if notices > 0 {
                 tracing::info!(notices, slot = tick.slot, "renewal notices promised");
+            }
+        }
+        PeriodicTask::AnomalyScan => {
+            let report = ctx.domain.scan_anomalies().await?;
+            if report.opened > 0 || report.repeated > 0 {
+                tracing::info!(
+                    opened = report.opened,
+                    repeated = report.repeated,
+                    series = report.series,
+                    slot = tick.slot,
+                    "anomaly scan"
+                );
             }
         }
     }
