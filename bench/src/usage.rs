@@ -89,11 +89,18 @@ struct Anchor {
 
 async fn anchor_database(dir: &Path) -> anyhow::Result<Anchor> {
     let db = Database::connect(format!("sqlite://{}/licensing.db?mode=rwc", dir.display())).await?;
-    for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=5000"] {
+    for pragma in [
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=NORMAL",
+        "PRAGMA busy_timeout=5000",
+    ] {
         db.execute_unprepared(pragma).await?;
     }
     let (vendor_id, license_id): (String, String) = db
-        .query_one_raw(Statement::from_string(DbBackend::Sqlite, "SELECT vendor_id, id FROM licenses LIMIT 1"))
+        .query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT vendor_id, id FROM licenses LIMIT 1",
+        ))
         .await?
         .context("no license")?
         .try_get_many_by_index()?;
@@ -134,12 +141,14 @@ async fn single_inserts(anchor: &Anchor, first: u64, duration: Duration) -> anyh
     let started = Instant::now();
     let mut n = first;
     while started.elapsed() < duration {
-        anchor.db.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Sqlite,
-            format!("{INSERT}{ROW}"),
-            row_values(anchor, n),
-        ))
-        .await?;
+        anchor
+            .db
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                format!("{INSERT}{ROW}"),
+                row_values(anchor, n),
+            ))
+            .await?;
         n += 1;
     }
     Ok(((n - first) as f64 / started.elapsed().as_secs_f64(), n))

@@ -30,7 +30,7 @@ pub use server::{Backend, TEST_SECRET, TestServer, bin_dir, binary, error_code};
 pub use smtp::{SmtpSink, parse_email};
 pub use subscriber::AlertSubscriber;
 pub use wait::eventually;
-pub use worker::WorkerProcess;
+pub use worker::{WorkerProcess, two_more_runs, worker_on, worker_queue, worker_runs};
 
 /// Runs one async test body against both databases, as two `#[test]`s.
 #[macro_export]

@@ -73,3 +73,54 @@ impl TestServer {
         }
     }
 }
+
+/// The queue the workers use: SQLite next to SQLite, Redis next to PostgreSQL (the scale-out
+/// path). Keep the returned server alive for the test.
+#[must_use]
+pub fn worker_queue(backend: crate::Backend) -> (Option<crate::RedisServer>, Vec<(String, String)>) {
+    match backend {
+        crate::Backend::Sqlite => (None, Vec::new()),
+        crate::Backend::Postgres => {
+            let redis = crate::RedisServer::start();
+            let env = vec![("REDIS_URL".to_owned(), redis.url.clone())];
+            (Some(redis), env)
+        }
+    }
+}
+
+/// A `licensing-worker` on `queue` (from [`worker_queue`]) with `extra` settings.
+#[must_use]
+pub fn worker_on(server: &TestServer, queue: &[(String, String)], extra: &[(&str, &str)]) -> WorkerProcess {
+    let mut env: Vec<(&str, &str)> = queue.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.extend_from_slice(extra);
+    server.start_worker(&env)
+}
+
+/// The runs of a worker task (`heartbeat_sweep`, `renewal_scan`, `anomaly_scan`,
+/// `outbox_relay`) counted in `worker_ticks`: (started, finished).
+pub async fn worker_runs(db: &sea_orm::DatabaseConnection, task: &str) -> (i64, i64) {
+    use sea_orm::ConnectionTrait as _;
+    use sea_orm::sea_query::{Expr, ExprTrait as _, Query};
+    let query = Query::select()
+        .columns(["started", "runs"])
+        .from("worker_ticks")
+        .and_where(Expr::col("task").eq(task))
+        .to_owned();
+    db.query_one(&query).await.unwrap().map_or((0, 0), |row| {
+        (row.try_get("", "started").unwrap(), row.try_get("", "runs").unwrap())
+    })
+}
+
+/// Waits (up to a minute) until two runs of `task` have finished that started after this
+/// call. Every run counts itself as started before it works, so once the finished runs reach
+/// the started runs read here plus two, at least two of them began later, whichever worker
+/// process ran them. A test that then sees nothing more happen saw two full runs do nothing,
+/// not a stalled worker.
+pub async fn two_more_runs(server: &TestServer, task: &str) {
+    let db = server.database().await;
+    let (started, _) = worker_runs(&db, task).await;
+    crate::eventually(Duration::from_secs(60), &format!("two more {task} runs"), || async {
+        (worker_runs(&db, task).await.1 >= started + 2).then_some(())
+    })
+    .await;
+}

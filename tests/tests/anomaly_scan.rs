@@ -15,8 +15,8 @@ use sea_orm::sea_query::{Expr, ExprTrait as _, Order, Query};
 use sea_orm::{ConnectionTrait as _, DatabaseConnection, Value as SqlValue};
 use serde_json::{Value, json};
 use tests::{
-    Backend, RedisServer, SmtpSink, TestServer, WorkerProcess, activate, api_token, components, error_code, eventually,
-    on_both_databases, parse_email,
+    Backend, SmtpSink, TestServer, activate, api_token, components, error_code, eventually, on_both_databases,
+    parse_email, two_more_runs, worker_on, worker_queue,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -30,46 +30,6 @@ const KINDS: [&str; 7] = [
     "SHARED_FINGERPRINT",
     "CLOCK_TAMPER",
 ];
-
-/// The queue the workers use: SQLite next to SQLite, Redis next to PostgreSQL.
-fn queue(backend: Backend) -> (Option<RedisServer>, Vec<(String, String)>) {
-    match backend {
-        Backend::Sqlite => (None, Vec::new()),
-        Backend::Postgres => {
-            let redis = RedisServer::start();
-            let env = vec![("REDIS_URL".to_owned(), redis.url.clone())];
-            (Some(redis), env)
-        }
-    }
-}
-
-fn worker(server: &TestServer, queue: &[(String, String)], extra: &[(&str, &str)]) -> WorkerProcess {
-    let mut env: Vec<(&str, &str)> = queue.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    env.extend_from_slice(extra);
-    server.start_worker(&env)
-}
-
-/// Finished runs of a worker task counted in `worker_ticks`: (started, finished).
-async fn worker_runs(db: &DatabaseConnection, task: &str) -> (i64, i64) {
-    let query = Query::select()
-        .columns(["started", "runs"])
-        .from("worker_ticks")
-        .and_where(Expr::col("task").eq(task))
-        .to_owned();
-    db.query_one(&query).await.unwrap().map_or((0, 0), |row| {
-        (row.try_get("", "started").unwrap(), row.try_get("", "runs").unwrap())
-    })
-}
-
-/// Waits until two runs of `task` have finished that started after this call.
-async fn two_more_runs(server: &TestServer, task: &str) {
-    let db = server.database().await;
-    let (started, _) = worker_runs(&db, task).await;
-    eventually(WAIT, &format!("two more {task} runs"), || async {
-        (worker_runs(&db, task).await.1 >= started + 2).then_some(())
-    })
-    .await;
-}
 
 fn hour_start(at: DateTime<Utc>) -> DateTime<Utc> {
     at.duration_trunc(chrono::Duration::hours(1)).unwrap()
@@ -274,7 +234,7 @@ fn roomiest_period(now: DateTime<Utc>) -> (&'static str, DateTime<Utc>) {
 /// one digest; another vendor sees nothing; acknowledging works by role and lets the same
 /// situation open a new anomaly.
 async fn every_detector_flags_once(backend: Backend) {
-    let (_redis, queue) = queue(backend);
+    let (_redis, queue) = worker_queue(backend);
     let mut env = vec![("WORKERS", "off")];
     env.extend(queue.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let server = TestServer::start_with(backend, &env).await;
@@ -386,7 +346,7 @@ async fn every_detector_flags_once(backend: Backend) {
         ("ANOMALY_SCAN_SECS", "1"),
         ("HEARTBEAT_SWEEP_SECS", "1"),
     ];
-    let _worker = worker(&server, &queue, &scan_env);
+    let _worker = worker_on(&server, &queue, &scan_env);
     let flagged = eventually(WAIT, "every detector to flag", || async {
         let all = anomalies(&server, &owner, json!({})).await;
         KINDS.iter().all(|k| !of_kind(&all, k).is_empty()).then_some(all)
@@ -598,7 +558,7 @@ async fn history(db: &DatabaseConnection, device: &str) -> Vec<String> {
 /// ACTIVE again when a heartbeat revives it (KEEP_SEAT), RELEASED when staff release it; a
 /// validation presenting its activated components writes no observation.
 async fn status_history(backend: Backend) {
-    let (_redis, queue) = queue(backend);
+    let (_redis, queue) = worker_queue(backend);
     let mut env = vec![("WORKERS", "off")];
     env.extend(queue.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let server = TestServer::start_with(backend, &env).await;
@@ -632,7 +592,7 @@ async fn status_history(backend: Backend) {
         .unwrap();
     assert_eq!(count, 0, "the activated components are no observation");
 
-    let _worker = worker(&server, &queue, &[("HEARTBEAT_SWEEP_SECS", "1")]);
+    let _worker = worker_on(&server, &queue, &[("HEARTBEAT_SWEEP_SECS", "1")]);
     server.set_clock_offset(150);
     eventually(WAIT, "the sweep to mark the device dead", || async {
         (history(&db, &id).await.len() == 2).then_some(())

@@ -7,61 +7,14 @@
 
 use std::time::Duration;
 
-use sea_orm::sea_query::{Expr, ExprTrait as _, Query};
-use sea_orm::{ConnectionTrait as _, DatabaseConnection};
 use serde_json::{Value, json};
 use tests::{
-    AlertSubscriber, Backend, RedisServer, SmtpSink, TestServer, WorkerProcess, activate, activation_request,
-    components, eventually, on_both_databases, parse_email, verify_license_file,
+    AlertSubscriber, Backend, SmtpSink, TestServer, activate, activation_request, components, eventually,
+    on_both_databases, parse_email, two_more_runs, verify_license_file, worker_on, worker_queue,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
 const DAY: i64 = 86_400;
-
-/// The queue the workers use: SQLite next to SQLite, Redis next to PostgreSQL (the scale-out
-/// path). Keep the returned server alive for the test.
-fn queue(backend: Backend) -> (Option<RedisServer>, Vec<(String, String)>) {
-    match backend {
-        Backend::Sqlite => (None, Vec::new()),
-        Backend::Postgres => {
-            let redis = RedisServer::start();
-            let env = vec![("REDIS_URL".to_owned(), redis.url.clone())];
-            (Some(redis), env)
-        }
-    }
-}
-
-/// The runs of a worker task (`heartbeat_sweep`, `renewal_scan`, `outbox_relay`) counted in
-/// `worker_ticks`: (started, finished).
-async fn worker_runs(db: &DatabaseConnection, task: &str) -> (i64, i64) {
-    let query = Query::select()
-        .columns(["started", "runs"])
-        .from("worker_ticks")
-        .and_where(Expr::col("task").eq(task))
-        .to_owned();
-    db.query_one(&query).await.unwrap().map_or((0, 0), |row| {
-        (row.try_get("", "started").unwrap(), row.try_get("", "runs").unwrap())
-    })
-}
-
-/// Waits until two runs of `task` have finished that started after this call. Every run counts
-/// itself as started before it works, so once the finished runs reach the started runs read
-/// here plus two, at least two of them began later, whichever worker process ran them. A test
-/// that then sees nothing more happen saw two full runs do nothing, not a stalled worker.
-async fn two_more_runs(server: &TestServer, task: &str) {
-    let db = server.database().await;
-    let (started, _) = worker_runs(&db, task).await;
-    eventually(WAIT, &format!("two more {task} runs"), || async {
-        (worker_runs(&db, task).await.1 >= started + 2).then_some(())
-    })
-    .await;
-}
-
-fn worker(server: &TestServer, queue: &[(String, String)], extra: &[(&str, &str)]) -> WorkerProcess {
-    let mut env: Vec<(&str, &str)> = queue.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    env.extend_from_slice(extra);
-    server.start_worker(&env)
-}
 
 async fn emails(server: &TestServer) -> Vec<Value> {
     server
@@ -149,7 +102,7 @@ fn in_days(days: i64) -> String {
 /// the workers through Redis next to PostgreSQL, from the table next to SQLite), another
 /// vendor's dashboard hears nothing.
 async fn silent_devices(backend: Backend) {
-    let (_redis, queue) = queue(backend);
+    let (_redis, queue) = worker_queue(backend);
     let mut env = vec![("WORKERS", "off")];
     env.extend(queue.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let server = TestServer::start_with(backend, &env).await;
@@ -183,8 +136,8 @@ async fn silent_devices(backend: Backend) {
     }
     let smtp = sink.url();
     let env = [("SMTP_URL", smtp.as_str()), ("HEARTBEAT_SWEEP_SECS", "1")];
-    let _first = worker(&server, &queue, &env);
-    let _second = worker(&server, &queue, &env);
+    let _first = worker_on(&server, &queue, &env);
+    let _second = worker_on(&server, &queue, &env);
     two_more_runs(&server, "heartbeat_sweep").await;
     assert_eq!(
         tests::active_devices(&server, &license).await,
@@ -251,7 +204,7 @@ on_both_databases!(silent_devices_die_once_with_one_digest_email, silent_devices
 async fn renewal_notices(backend: Backend) {
     let server = TestServer::start_with(backend, &[("WORKERS", "off")]).await;
     let sink = SmtpSink::start();
-    let (_redis, queue) = queue(backend);
+    let (_redis, queue) = worker_queue(backend);
     let buyer = customer(&server, "erp-1", "buyer@customer.test").await;
     let soon = in_days(5);
     let soon_day = soon[..10].to_owned();
@@ -260,8 +213,8 @@ async fn renewal_notices(backend: Backend) {
     license_for(&server, "maxActivations: 1", &buyer, Some(in_days(90))).await;
     let smtp = sink.url();
     let env = [("SMTP_URL", smtp.as_str()), ("RENEWAL_SCAN_SECS", "1")];
-    let mut first = worker(&server, &queue, &env);
-    let _second = worker(&server, &queue, &env);
+    let mut first = worker_on(&server, &queue, &env);
+    let _second = worker_on(&server, &queue, &env);
 
     let mail = sink.wait_for(2, WAIT).await;
     two_more_runs(&server, "renewal_scan").await;
@@ -280,7 +233,7 @@ async fn renewal_notices(backend: Backend) {
 
     // A restart changes nothing.
     first.kill();
-    let _third = worker(&server, &queue, &env);
+    let _third = worker_on(&server, &queue, &env);
     two_more_runs(&server, "renewal_scan").await;
     assert_eq!(emails(&server).await.len(), 2);
     assert_eq!(sink.messages().len(), 2);
@@ -316,7 +269,7 @@ async fn refresh_files(backend: Backend) {
     let server = TestServer::start_with(backend, &[("WORKERS", "off")]).await;
     let token = server.owner_token.clone();
     let sink = SmtpSink::start();
-    let (_redis, queue) = queue(backend);
+    let (_redis, queue) = worker_queue(backend);
     let buyer = customer(&server, "erp-2", "plant@customer.test").await;
     let (license, key) = license_for(
         &server,
@@ -338,7 +291,7 @@ async fn refresh_files(backend: Backend) {
         .unwrap()
         .to_owned();
     let smtp = sink.url();
-    let _worker = worker(&server, &queue, &[("SMTP_URL", smtp.as_str())]);
+    let _worker = worker_on(&server, &queue, &[("SMTP_URL", smtp.as_str())]);
 
     let renewed = server
         .ok(
@@ -380,13 +333,13 @@ async fn smtp_faults(backend: Backend) {
     let server = TestServer::start_with(backend, &[("WORKERS", "off")]).await;
     let mut sink = SmtpSink::start();
     sink.stop();
-    let (_redis, queue) = queue(backend);
+    let (_redis, queue) = worker_queue(backend);
     set_alert_emails(&server, json!([])).await;
     let buyer = customer(&server, "erp-3", "buyer@customer.test").await;
     license_for(&server, "maxActivations: 1", &buyer, Some(in_days(5))).await;
     license_for(&server, "maxActivations: 1", &buyer, Some(in_days(25))).await;
     let smtp = sink.url();
-    let _worker = worker(
+    let _worker = worker_on(
         &server,
         &queue,
         &[("SMTP_URL", smtp.as_str()), ("RENEWAL_SCAN_SECS", "1")],
@@ -443,20 +396,20 @@ on_both_databases!(smtp_outage_loses_nothing_and_rejections_die_once, smtp_fault
 async fn killed_mid_send(backend: Backend) {
     let server = TestServer::start_with(backend, &[("WORKERS", "off")]).await;
     let sink = SmtpSink::start_with_delay(3);
-    let (_redis, queue) = queue(backend);
+    let (_redis, queue) = worker_queue(backend);
     set_alert_emails(&server, json!([])).await;
     let buyer = customer(&server, "erp-5", "buyer@customer.test").await;
     license_for(&server, "maxActivations: 1", &buyer, Some(in_days(5))).await;
     let smtp = sink.url();
     let env = [("SMTP_URL", smtp.as_str()), ("RENEWAL_SCAN_SECS", "1")];
-    let mut first = worker(&server, &queue, &env);
+    let mut first = worker_on(&server, &queue, &env);
     eventually(WAIT, "the worker to be sending", || async {
         sink.receiving().then_some(())
     })
     .await;
     first.kill();
 
-    let mut second = worker(&server, &queue, &env);
+    let mut second = worker_on(&server, &queue, &env);
     // Past the delivery lease of the killed worker.
     server.set_clock_offset(120);
     let email = eventually(WAIT, "the email to end SENT", || async {
@@ -498,7 +451,7 @@ async fn sigterm_lets_the_send_in_flight_finish() {
     let buyer = customer(&server, "erp-7", "buyer@customer.test").await;
     license_for(&server, "maxActivations: 1", &buyer, Some(in_days(5))).await;
     let smtp = sink.url();
-    let mut worker = worker(&server, &[], &[("SMTP_URL", smtp.as_str()), ("RENEWAL_SCAN_SECS", "1")]);
+    let mut worker = worker_on(&server, &[], &[("SMTP_URL", smtp.as_str()), ("RENEWAL_SCAN_SECS", "1")]);
     eventually(WAIT, "the worker to be sending", || async {
         sink.receiving().then_some(())
     })
