@@ -23,8 +23,7 @@ mod stats;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Duration, Months, Utc};
-use entity::columns::Meter;
+use chrono::{DateTime, Duration, Utc};
 use entity::enums::{DeviceStatus, ResetPeriod};
 use entity::{
     device, device_status_change, fingerprint_observation, license, meter_total, policy, scan_watermark,
@@ -40,7 +39,7 @@ use self::baseline::{Baseline, SEASONAL_WEEKS, day_start, hour_start};
 use self::detectors::{Finding, Names, Pace, Silence, Window};
 use crate::anomalies::{self, NewAnomaly};
 use crate::db::begin_write;
-use crate::usage::period_start;
+use crate::usage::{find_meter, period_end, period_start};
 use crate::{Domain, Error, Result};
 
 /// The scan's row in `scan_watermarks`.
@@ -89,28 +88,6 @@ type Licenses = BTreeMap<String, (license::Model, policy::Model)>;
 
 fn label(license: &license::Model) -> String {
     format!("..{}", license.key_last4)
-}
-
-/// The meter as it applies to the license: its own override, else the policy's.
-fn effective_meter(license: &license::Model, policy: &policy::Model, code: &str) -> Option<Meter> {
-    let own = license
-        .meters
-        .as_ref()
-        .and_then(|m| m.0.iter().find(|m| m.code == code));
-    own.or_else(|| policy.meters.0.iter().find(|m| m.code == code)).cloned()
-}
-
-/// The end of the reset period that contains `at` (the next one's start); `None` for meters
-/// that never reset.
-fn period_end(reset: ResetPeriod, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let start = period_start(reset, at);
-    match reset {
-        ResetPeriod::Never => None,
-        ResetPeriod::Daily => Some(start + Duration::days(1)),
-        ResetPeriod::Weekly => Some(start + Duration::weeks(1)),
-        ResetPeriod::Monthly => start.checked_add_months(Months::new(1)),
-        ResetPeriod::Yearly => start.checked_add_months(Months::new(12)),
-    }
 }
 
 impl Domain {
@@ -268,12 +245,13 @@ impl Domain {
         meter: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Pace>> {
-        let Some(m) = effective_meter(license, policy, meter) else {
+        let Ok(m) = find_meter(policy, license, meter) else {
             return Ok(None);
         };
-        let (Some(limit), Some(end)) = (m.limit, period_end(m.reset_period, now)) else {
+        let (Some(limit), true) = (m.limit, m.reset_period != ResetPeriod::Never) else {
             return Ok(None);
         };
+        let end = period_end(m.reset_period, now);
         let start = period_start(m.reset_period, now);
         let used = meter_total::Entity::find_by_id((license.id.clone(), meter.to_owned(), start))
             .one(&self.db)

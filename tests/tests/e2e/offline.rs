@@ -224,7 +224,10 @@ async fn deactivation_problems(backend: Backend) {
         ("altered record", deactivation(5, first_file, altered)),
         // The file's signature covers its records (one check per import, not one per record):
         // a file signed by any key but the device's is refused whole.
-        ("file signed by another key", deactivation(6, first_file, ledger.clone())),
+        (
+            "file signed by another key",
+            deactivation(6, first_file, ledger.clone()),
+        ),
         ("other license", wrong_license),
     ] {
         let res = server.gql(Some(&token), IMPORT, json!({ "f": bad })).await;
