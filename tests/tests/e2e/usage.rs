@@ -537,3 +537,53 @@ async fn usage_while_dead(backend: Backend) {
     assert_eq!(usage_of(&server, &license).await["used"], 8);
 }
 on_both_databases!(usage_while_dead_is_flagged, usage_while_dead);
+
+/// Late records that take a period past its limit are counted (the usage happened) and the
+/// period is flagged USAGE_OVER_LIMIT, once.
+async fn late_records_over_the_limit(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let token = server.owner_token.clone();
+    let (_, license, key) = license_with_policy(
+        &server,
+        &token,
+        "deploymentMode: OFFLINE, meters: [{code: \"scans\", limit: 5, resetPeriod: MONTHLY, overageLimit: 1}]",
+    )
+    .await;
+    let offline = server
+        .ok(
+            &token,
+            "mutation($r: String!) { generateOfflineLicense(request: $r) { licenseFile } }",
+            json!({ "r": tests::activation_request(&key, 22, "late", Default::default()) }),
+        )
+        .await;
+    let file = offline["generateOfflineLicense"]["licenseFile"].as_str().unwrap();
+    let report = tests::usage_report_file(22, file, &[("scans", 4), ("scans", 4)]);
+    let receipt = server.ok(&token, REPORT, json!({ "f": report })).await["importUsageReport"].clone();
+    assert_eq!(receipt["acceptedRecords"], 2, "{receipt}");
+    assert_eq!(receipt["anomalies"][0]["kind"], "USAGE_OVER_LIMIT", "{receipt}");
+    let explanation = receipt["anomalies"][0]["explanation"].as_str().unwrap();
+    assert!(
+        explanation.contains("used 8") && explanation.contains("limit of 5 (+1 overage)"),
+        "{explanation}"
+    );
+    let usage = usage_of(&server, &license).await;
+    assert_eq!(
+        (usage["used"].as_i64(), usage["overageUsed"].as_i64()),
+        (Some(8), Some(3)),
+        "{usage}"
+    );
+    // The same report again: duplicates, and still one anomaly.
+    server.ok(&token, REPORT, json!({ "f": report })).await;
+    let open = server
+        .ok(
+            &token,
+            "{ anomalies(filter: {kinds: [USAGE_OVER_LIMIT]}) { totalCount } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(open["anomalies"]["totalCount"], 1, "{open}");
+}
+on_both_databases!(
+    late_records_past_the_limit_are_counted_and_flagged,
+    late_records_over_the_limit
+);
