@@ -29,7 +29,7 @@ use crate::{Error, Result, new_id};
 /// detector reads how many there were).
 const SKEW_TOLERANCE_SECONDS: i64 = 60;
 
-/// Rows per multi-row INSERT (14 columns each stays far below both databases' limits on
+/// Rows per multi-row INSERT (15 columns each stays far below both databases' limits on
 /// bound parameters).
 const INSERT_CHUNK: usize = 500;
 
