@@ -1,7 +1,7 @@
 //! The anomaly scan ([`Domain::scan_anomalies`]): once per worker tick across the fleet, it
 //! reads what changed since the last scan (the watermark in `scan_watermarks`, row
 //! `anomaly_scan`) from the rollups the write paths keep, runs the detectors over those
-//! numbers, and flags what they find through [`anomalies::flag`] (one OPEN anomaly per kind and
+//! numbers, and flags what they find through `anomalies::flag` (one OPEN anomaly per kind and
 //! series: a rescan only moves `last_seen_at`). It never reads `usage_records`.
 //!
 //! What drives each detector:

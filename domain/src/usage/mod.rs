@@ -1,9 +1,9 @@
 //! Consumption: what a license used of each of its meters.
 //!
 //! Usage arrives three ways, each a use case of its own: online from a device
-//! (`recordUsage`, [`online`]), in files a device signed offline (usage reports and
-//! deactivation files, [`ledger_import`]), and as staff corrections ([`adjust`]). All of them
-//! count through [`counting`]: one append-only `usage_records` row per unit of work, unique per
+//! (`recordUsage`, `online.rs`), in files a device signed offline (usage reports and
+//! deactivation files, `ledger_import.rs`), and as staff corrections (`adjust.rs`). All of them
+//! count through `counting.rs`: one append-only `usage_records` row per unit of work, unique per
 //! license and idempotency key, and the per-period counter in `meter_totals` moved in the same
 //! transaction (with the hourly rollups the anomaly scan reads).
 //!
