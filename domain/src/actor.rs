@@ -151,6 +151,17 @@ impl Actor {
         }
     }
 
+    /// The staff user or API token acting, as an acknowledgement records it (`None` for
+    /// devices, licensees and the system).
+    #[must_use]
+    pub fn staff_id(&self) -> Option<&str> {
+        match &self.kind {
+            ActorKind::Staff { user_id, .. } => Some(user_id),
+            ActorKind::Token { token_id } => Some(token_id),
+            _ => None,
+        }
+    }
+
     /// `(kind, id)` of the actor as stored in the audit log.
     #[must_use]
     pub fn audit_identity(&self) -> (&'static str, Option<&str>) {

@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::audit::{self, Change};
 use crate::db::begin_write;
 use crate::page::{self, Order, Page, PageRequest};
-use crate::{Actor, ActorKind, Capability, Domain, Error, Result, new_id};
+use crate::{Actor, Capability, Domain, Error, Result, new_id};
 
 /// An alert to raise.
 pub(crate) struct NewAlert<'a> {
@@ -161,14 +161,9 @@ impl Domain {
         if current.acknowledged_at.is_some() {
             return Ok(current);
         }
-        let by = match &actor.kind {
-            ActorKind::Staff { user_id, .. } => Some(user_id.clone()),
-            ActorKind::Token { token_id } => Some(token_id.clone()),
-            _ => None,
-        };
         let mut model: alert::ActiveModel = current.into();
         model.acknowledged_at = Set(Some(now));
-        model.acknowledged_by = Set(by);
+        model.acknowledged_by = Set(actor.staff_id().map(str::to_owned));
         model.dedupe_key = Set(None);
         let updated = model.update(&tx).await?;
         audit::record(

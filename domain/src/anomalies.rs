@@ -18,7 +18,7 @@ use crate::audit::{self, Change};
 use crate::db::begin_write;
 use crate::newtypes::Text;
 use crate::page::{self, Order, Page, PageRequest};
-use crate::{Actor, ActorKind, Capability, Domain, Error, Result, new_id};
+use crate::{Actor, Capability, Domain, Error, Result, new_id};
 
 /// An anomaly to flag.
 pub(crate) struct NewAnomaly<'a> {
@@ -176,15 +176,10 @@ impl Domain {
         if current.status == AnomalyStatus::Acknowledged {
             return Ok(current);
         }
-        let by = match &actor.kind {
-            ActorKind::Staff { user_id, .. } => Some(user_id.clone()),
-            ActorKind::Token { token_id } => Some(token_id.clone()),
-            _ => None,
-        };
         let mut model: anomaly::ActiveModel = current.into();
         model.status = Set(AnomalyStatus::Acknowledged);
         model.acknowledged_at = Set(Some(now));
-        model.acknowledged_by = Set(by);
+        model.acknowledged_by = Set(actor.staff_id().map(str::to_owned));
         model.note = Set(note.map(|n| n.as_str().to_owned()));
         model.dedupe_key = Set(None);
         let updated = model.update(&tx).await?;

@@ -15,7 +15,6 @@ use entity::{device, device_status_change, fingerprint_observation};
 use protocol::fingerprint::Components;
 use sea_orm::sea_query::{Expr, ExprTrait as _, OnConflict};
 use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
-use sha2::{Digest as _, Sha256};
 
 use crate::{Result, new_id};
 
@@ -66,19 +65,6 @@ pub(crate) async fn record_deaths(
     Ok(())
 }
 
-/// SHA-256 (hex) of the components as sorted `name=value` lines.
-#[must_use]
-pub fn components_hash(components: &Components) -> String {
-    let mut hasher = Sha256::new();
-    // A BTreeMap iterates in name order: the same set always hashes the same.
-    for (name, value) in components {
-        hasher.update(name.as_bytes());
-        hasher.update(b"=");
-        hasher.update(value.as_bytes());
-        hasher.update(b"\n");
-    }
-    hex::encode(hasher.finalize())
-}
 
 /// Notes the components a call presented for `device` when they differ from the set it
 /// activated with (first seen, last seen, how many times); returns whether they differed.
@@ -93,7 +79,8 @@ pub(crate) async fn observe_components(
     }
     fingerprint_observation::Entity::insert(fingerprint_observation::ActiveModel {
         device_id: Set(device.id.clone()),
-        components_hash: Set(components_hash(presented)),
+        // The same hash a fingerprint is: SHA-256 of the sorted `name=value` lines.
+        components_hash: Set(protocol::fingerprint::fingerprint(presented)),
         vendor_id: Set(device.vendor_id.clone()),
         license_id: Set(device.license_id.clone()),
         first_seen_at: Set(now),
@@ -115,25 +102,4 @@ pub(crate) async fn observe_components(
     .exec_without_returning(db)
     .await?;
     Ok(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn set(pairs: &[(&str, &str)]) -> Components {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
-    }
-
-    #[test]
-    fn the_hash_depends_on_the_set_not_the_order_given() {
-        let a = set(&[("mac", "aa"), ("cpu", "x")]);
-        let b = set(&[("cpu", "x"), ("mac", "aa")]);
-        assert_eq!(components_hash(&a), components_hash(&b));
-        assert_ne!(
-            components_hash(&a),
-            components_hash(&set(&[("cpu", "x"), ("mac", "ab")]))
-        );
-        assert_eq!(components_hash(&a).len(), 64);
-    }
 }
