@@ -65,7 +65,6 @@ pub(crate) async fn record_deaths(
     Ok(())
 }
 
-
 /// Notes the components a call presented for `device` when they differ from the set it
 /// activated with (first seen, last seen, how many times); returns whether they differed.
 pub(crate) async fn observe_components(
