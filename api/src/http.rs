@@ -1,5 +1,5 @@
 //! The HTTP surface: `/graphql` (POST, GET with GraphiQL), `/graphql/ws` (subscriptions),
-//! `/healthz`, `/readyz`, `/metrics`.
+//! `/healthz`, `/readyz`, `/metrics`, `/webhooks/stripe` (`stripe_webhook`).
 //! The body cap, the batch refusal, the GET-mutation refusal, the request id, the 10 s timeout
 //! and error masking all happen here, before and after the schema runs.
 
@@ -41,6 +41,8 @@ pub struct AppState {
     pub schemas: Schemas,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// `STRIPE_WEBHOOK_SECRET`; unset = billing webhooks are refused (503).
+    pub stripe_webhook_secret: Option<std::sync::Arc<secrecy::SecretString>>,
 }
 
 /// Registers the routes on an actix app.
@@ -50,7 +52,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/graphql/ws", web::get().to(graphql_ws))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics));
+        .route("/metrics", web::get().to(metrics))
+        .route("/webhooks/stripe", web::post().to(crate::stripe_webhook::receive));
 }
 
 /// Gives each request an id (`X-Request-Id`, echoed back) and counts it in the metrics.

@@ -7,3 +7,4 @@ pub mod graphql;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod stripe_webhook;

@@ -65,6 +65,8 @@ pub struct NewPolicy {
     pub meters: Vec<NewMeter>,
     /// Backed by a billing subscription.
     pub subscription_backed: Option<bool>,
+    /// How long a linked license outlives its subscription's period end or a lapse (default 7 days).
+    pub billing_grace_seconds: Option<i64>,
 }
 
 /// Largest meter limit or overage: far beyond any real allowance, small enough that sums of
@@ -140,7 +142,7 @@ fn policy_json(p: &policy::Model) -> serde_json::Value {
         "heartbeat_interval_seconds": p.heartbeat_interval_seconds, "dead_device_action": p.dead_device_action,
         "grace_seconds": p.grace_seconds, "license_file_ttl_seconds": p.license_file_ttl_seconds,
         "min_component_matches": p.min_component_matches, "entitlements": p.entitlements, "meters": p.meters,
-        "subscription_backed": p.subscription_backed,
+        "subscription_backed": p.subscription_backed, "billing_grace_seconds": p.billing_grace_seconds,
     })
 }
 
@@ -216,6 +218,8 @@ impl Domain {
         let max_activations = positive("maxActivations", new.max_activations.map(i64::from), 1)?;
         let heartbeat = seconds("heartbeatIntervalSeconds", new.heartbeat_interval_seconds, 10)?;
         let grace_seconds = seconds("graceSeconds", new.grace_seconds, 0)?.unwrap_or(DEFAULT_GRACE_SECONDS);
+        let billing_grace_seconds =
+            seconds("billingGraceSeconds", new.billing_grace_seconds, 0)?.unwrap_or(DEFAULT_GRACE_SECONDS);
         let ttl = seconds("licenseFileTtlSeconds", new.license_file_ttl_seconds, 60)?
             .unwrap_or(DEFAULT_LICENSE_FILE_TTL_SECONDS);
         let min_matches = positive("minComponentMatches", new.min_component_matches.map(i64::from), 1)?;
@@ -251,6 +255,7 @@ impl Domain {
             entitlements: Set(newtypes::code_list(new.entitlements)),
             meters: Set(MeterList(meters)),
             subscription_backed: Set(new.subscription_backed.unwrap_or(false)),
+            billing_grace_seconds: Set(billing_grace_seconds),
             created_at: Set(now),
             updated_at: Set(now),
         }

@@ -12,6 +12,7 @@ pub mod alerts;
 pub mod anomalies;
 pub mod anomaly_scan;
 pub mod audit;
+pub mod billing;
 pub mod by_id;
 pub mod catalog;
 pub mod clock;

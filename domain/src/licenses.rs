@@ -8,12 +8,13 @@ use entity::enums::LicenseStatus;
 use entity::{customer, license, policy};
 use sea_orm::sea_query::{LockType, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, JoinType, QueryFilter,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, JoinType, QueryFilter,
     QuerySelect, RelationTrait,
 };
 use serde_json::{Value, json};
 
 use crate::audit::{self, Change};
+use crate::billing;
 use crate::catalog::{self, Meter, NewMeter};
 use crate::customers::contains_ci;
 use crate::db::begin_write;
@@ -67,6 +68,8 @@ pub struct UpdateLicense {
     pub metadata: Option<Option<Value>>,
     /// The license's own meters (replacing those it had; empty = the policy's only).
     pub meters: Option<Vec<NewMeter>>,
+    /// The billing subscription it follows; `Some(None)` unlinks it.
+    pub billing_subscription_id: Option<Option<Text<255>>>,
 }
 
 /// Filters for listing licenses; all given ones must match.
@@ -208,7 +211,10 @@ impl Domain {
         let entitlements = input.entitlements.map(newtypes::code_list);
         let max_activations = check_max_activations(input.max_activations)?;
         check_metadata(input.metadata.as_ref())?;
-        let billing = input.billing_subscription_id.map(Text::into_inner);
+        let billing = input
+            .billing_subscription_id
+            .map(|id| billing::billing_id("billingSubscriptionId", id.as_str()))
+            .transpose()?;
         let own_meters = input
             .meters
             .map(catalog::parse_meters)
@@ -281,6 +287,9 @@ impl Domain {
         if let Some(Claim::New { row_id }) = &claim {
             idempotency::complete(&tx, row_id, &license.id).await?;
         }
+        if let Some(subscription_id) = &license.billing_subscription_id {
+            billing::request_read(&tx, subscription_id, now).await?;
+        }
         audit::record(
             &tx,
             actor,
@@ -328,8 +337,8 @@ impl Domain {
             .ok_or(Error::NotFound("license"))
     }
 
-    /// Applies a change to a license inside a write transaction, bumping `version` when the
-    /// license file would say something new, and records the audit event.
+    /// Applies a change to a license inside a write transaction (see
+    /// [`Domain::save_license_change`]).
     async fn change_license(
         &self,
         actor: &Actor,
@@ -345,10 +354,27 @@ impl Domain {
             .one(&tx)
             .await?
             .ok_or(Error::NotFound("license"))?;
-        let Some(mut model) = apply(&current, now)? else {
+        let Some(model) = apply(&current, now)? else {
             return Ok(current);
         };
-        let before = license_json(&current);
+        let updated = self.save_license_change(&tx, actor, &current, model, action, now).await?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    /// Writes a change to `current` (a row the transaction has locked): bumps `version` and
+    /// promises refresh files when the license file would say something new, and records the
+    /// audit event.
+    pub(crate) async fn save_license_change(
+        &self,
+        tx: &DatabaseTransaction,
+        actor: &Actor,
+        current: &license::Model,
+        mut model: license::ActiveModel,
+        action: &str,
+        now: DateTime<Utc>,
+    ) -> Result<license::Model> {
+        let before = license_json(current);
         let file_changes = [
             model.status.is_set() && model.status.as_ref() != &current.status,
             model.expires_at.is_set() && model.expires_at.as_ref() != &current.expires_at,
@@ -360,18 +386,22 @@ impl Domain {
             model.version = Set(current.version + 1);
         }
         model.updated_at = Set(now);
-        let updated = model.update(&tx).await?;
+        let updated = model.update(tx).await?;
+        if updated.billing_subscription_id != current.billing_subscription_id
+            && let Some(subscription_id) = &updated.billing_subscription_id
+        {
+            billing::request_read(tx, subscription_id, now).await?;
+        }
         if file_changed {
-            self.promise_refresh_files(&tx, &updated, now).await?;
+            self.promise_refresh_files(tx, &updated, now).await?;
         }
         audit::record(
-            &tx,
+            tx,
             actor,
             now,
             Change::new(action, "license", &updated.id, before, license_json(&updated)),
         )
         .await?;
-        tx.commit().await?;
         Ok(updated)
     }
 
@@ -394,6 +424,13 @@ impl Domain {
             .map(catalog::parse_meters)
             .transpose()?
             .map(license_meters);
+        let billing = change
+            .billing_subscription_id
+            .map(|id| {
+                id.map(|id| billing::billing_id("billingSubscriptionId", id.as_str()))
+                    .transpose()
+            })
+            .transpose()?;
         self.change_license(actor, id, "license.update", |current, _now| {
             if current.status == LicenseStatus::Revoked {
                 return Err(Error::LicenseRevoked("a revoked license cannot be changed".into()));
@@ -421,6 +458,9 @@ impl Domain {
             }
             if let Some(meters) = meters {
                 model.meters = Set(meters);
+            }
+            if let Some(billing) = billing {
+                model.billing_subscription_id = Set(billing);
             }
             Ok(Some(model))
         })
@@ -466,8 +506,25 @@ impl Domain {
     pub async fn suspend_license(&self, actor: &Actor, id: &str, reason: Option<Text<500>>) -> Result<license::Model> {
         actor.require(Capability::Support)?;
         let reason = reason.map(Text::into_inner);
+        if reason.as_deref().is_some_and(|r| r.starts_with(billing::BILLING_REASON_PREFIX)) {
+            return Err(Error::InvalidInput(format!(
+                "reasons starting {:?} are billing's own",
+                billing::BILLING_REASON_PREFIX
+            )));
+        }
         self.change_license(actor, id, "license.suspend", |current, _| match current.status {
             LicenseStatus::Revoked => Err(Error::LicenseRevoked("a revoked license cannot be suspended".into())),
+            // Staff taking over a billing suspension: billing will no longer lift it.
+            LicenseStatus::Suspended
+                if current
+                    .status_reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with(billing::BILLING_REASON_PREFIX)) =>
+            {
+                let mut model: license::ActiveModel = current.clone().into();
+                model.status_reason = Set(Some(reason.unwrap_or_else(|| "suspended by staff".into())));
+                Ok(Some(model))
+            }
             LicenseStatus::Suspended => Ok(None),
             LicenseStatus::Active | LicenseStatus::Expired => {
                 let mut model: license::ActiveModel = current.clone().into();

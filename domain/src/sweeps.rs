@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
-use entity::enums::{AlertKind, DeadDeviceAction, DeviceStatus, LicenseStatus};
-use entity::{alert, customer, device, license, policy, product, vendor};
+use entity::enums::{AlertKind, BillingStatus, DeadDeviceAction, DeviceStatus, LicenseStatus};
+use entity::{alert, billing_subscription, customer, device, license, policy, product, vendor};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::json;
@@ -261,10 +261,28 @@ impl Domain {
                 .into_iter()
                 .map(|p| (p.id.clone(), p))
                 .collect();
+            let subscriptions: BTreeMap<String, billing_subscription::Model> = billing_subscription::Entity::find()
+                .filter(
+                    billing_subscription::Column::Id.is_in(rows.iter().filter_map(|(l, _)| l.billing_subscription_id.clone())),
+                )
+                .all(&tx)
+                .await?
+                .into_iter()
+                .map(|s| (s.id.clone(), s))
+                .collect();
             for (license, customer) in rows {
                 let (Some(expires_at), Some(customer)) = (license.expires_at, customer) else {
                     continue;
                 };
+                // A subscription that renews by itself moves the expiry when it does: no notice.
+                let subscription = license.billing_subscription_id.as_ref().and_then(|id| subscriptions.get(id));
+                let renews_itself = subscription.is_some_and(|s| {
+                    matches!(s.status, BillingStatus::Active | BillingStatus::Trialing) && !s.cancel_at_period_end
+                });
+                if renews_itself {
+                    continue;
+                }
+                let will_not_renew = subscription.is_some_and(|s| s.cancel_at_period_end);
                 let Some(email) = customer.email.clone() else {
                     continue;
                 };
@@ -300,6 +318,7 @@ impl Domain {
                         "expires_at": expires_at.to_rfc3339(),
                         "expires_on": expires_at.format("%A %-d %B %Y, %H:%M UTC").to_string(),
                         "days": days,
+                        "will_not_renew": will_not_renew,
                     }),
                     attachments: Vec::new(),
                     dedupe_key: Some(format!("renewal:{}:{}:{days}", license.id, expires_at.timestamp())),
@@ -325,5 +344,6 @@ fn kind_label(kind: AlertKind) -> &'static str {
         AlertKind::SubscriptionChanged => "subscription changes",
         AlertKind::LicenseExpiring => "licenses expiring",
         AlertKind::EmailFailed => "emails failed",
+        AlertKind::BillingDrift => "billing disagreements",
     }
 }

@@ -216,6 +216,71 @@ pub enum AlertKind {
     /// An email could not be delivered.
     #[sea_orm(string_value = "EMAIL_FAILED")]
     EmailFailed,
+    /// Billing reconciliation found a disagreement for staff.
+    #[sea_orm(string_value = "BILLING_DRIFT")]
+    BillingDrift,
+}
+
+/// A billing subscription's status, as the billing system (Stripe) names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(32))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BillingStatus {
+    /// In a free trial.
+    #[sea_orm(string_value = "TRIALING")]
+    Trialing,
+    /// Paid up.
+    #[sea_orm(string_value = "ACTIVE")]
+    Active,
+    /// The latest payment failed; the billing system is retrying.
+    #[sea_orm(string_value = "PAST_DUE")]
+    PastDue,
+    /// Retries ran out; invoices stay open.
+    #[sea_orm(string_value = "UNPAID")]
+    Unpaid,
+    /// Ended.
+    #[sea_orm(string_value = "CANCELED")]
+    Canceled,
+    /// The first payment has not succeeded yet.
+    #[sea_orm(string_value = "INCOMPLETE")]
+    Incomplete,
+    /// The first payment never succeeded.
+    #[sea_orm(string_value = "INCOMPLETE_EXPIRED")]
+    IncompleteExpired,
+    /// A trial ended without a payment method.
+    #[sea_orm(string_value = "PAUSED")]
+    Paused,
+    /// A status this version does not know (kept raw in `status_raw`).
+    #[sea_orm(string_value = "UNKNOWN")]
+    Unknown,
+}
+
+/// A disagreement between the billing system and the licenses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(40))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BillingDriftKind {
+    /// A license was in force while its subscription had ended (healed by suspending it).
+    #[sea_orm(string_value = "LICENSE_ACTIVE_SUBSCRIPTION_ENDED")]
+    LicenseActiveSubscriptionEnded,
+    /// A license was suspended while its subscription is paid.
+    #[sea_orm(string_value = "SUSPENDED_WHILE_PAID")]
+    SuspendedWhilePaid,
+    /// A license's expiry was not its subscription's period end plus grace.
+    #[sea_orm(string_value = "EXPIRY_MISMATCH")]
+    ExpiryMismatch,
+    /// A paying subscription no license follows.
+    #[sea_orm(string_value = "SUBSCRIPTION_WITHOUT_LICENSE")]
+    SubscriptionWithoutLicense,
+    /// A subscription-backed license with no subscription, or one the billing system does not have.
+    #[sea_orm(string_value = "LICENSE_WITHOUT_SUBSCRIPTION")]
+    LicenseWithoutSubscription,
+    /// The license's customer is not the subscription's customer.
+    #[sea_orm(string_value = "CUSTOMER_MISMATCH")]
+    CustomerMismatch,
+    /// The subscription has a status this version does not know, so nothing was changed.
+    #[sea_orm(string_value = "UNKNOWN_STATUS")]
+    UnknownStatus,
 }
 
 /// Delivery state of an outbox email.

@@ -34,6 +34,8 @@ pub struct Model {
     #[sea_orm(column_type = "JsonBinary")]
     pub meters: crate::columns::MeterList,
     pub subscription_backed: bool,
+    /// How long past its subscription's period end (or a lapse first seen) a linked license stays usable.
+    pub billing_grace_seconds: i64,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

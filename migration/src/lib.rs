@@ -8,6 +8,7 @@ mod m20261123_000001_alert_notifications;
 mod m20261124_000001_create_worker_ticks;
 mod m20261202_000001_consumption;
 mod m20261202_000002_anomaly_scan;
+mod m20261202_000003_billing_sync;
 
 /// Every migration of the licensing database, oldest first.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_create_worker_ticks::Migration),
             Box::new(m20261202_000001_consumption::Migration),
             Box::new(m20261202_000002_anomaly_scan::Migration),
+            Box::new(m20261202_000003_billing_sync::Migration),
         ]
     }
 }

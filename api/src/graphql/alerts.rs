@@ -30,6 +30,8 @@ pub enum AlertKind {
     LicenseExpiring,
     /// An email could not be delivered.
     EmailFailed,
+    /// Billing reconciliation found a disagreement for staff.
+    BillingDrift,
 }
 
 /// Something staff should know about.

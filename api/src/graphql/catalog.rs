@@ -115,6 +115,8 @@ pub struct Policy {
     pub meters: Vec<Meter>,
     /// Backed by a billing subscription.
     pub subscription_backed: bool,
+    /// How long a linked license outlives its subscription's period end, or a lapse from when it was first seen.
+    pub billing_grace_seconds: i64,
     /// When it was created.
     pub created_at: DateTime<Utc>,
 }
@@ -168,6 +170,7 @@ impl From<policy::Model> for Policy {
             license_file_ttl_seconds: p.license_file_ttl_seconds,
             min_component_matches: p.min_component_matches,
             subscription_backed: p.subscription_backed,
+            billing_grace_seconds: p.billing_grace_seconds,
             created_at: p.created_at,
         }
     }
@@ -215,6 +218,9 @@ pub struct CreatePolicyInput {
     pub meters: Option<Vec<MeterInput>>,
     /// Backed by a billing subscription.
     pub subscription_backed: Option<bool>,
+    /// How long a linked license outlives its subscription's period end, or a lapse from when
+    /// it was first seen; default 604800 (7 days), 0 = not at all.
+    pub billing_grace_seconds: Option<i64>,
 }
 
 /// Catalog queries.
@@ -303,6 +309,7 @@ impl CatalogMutation {
             entitlements,
             meters,
             subscription_backed: input.subscription_backed,
+            billing_grace_seconds: input.billing_grace_seconds,
         };
         Ok(ctx.domain().create_policy(actor, new).await?.into())
     }

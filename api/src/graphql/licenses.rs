@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use entity::license;
 
 use crate::graphql::catalog::{MeterInput, Policy, Product, load_product};
+use crate::graphql::billing::BillingSubscription;
 use crate::graphql::connection::{Connection, from_page, page_request};
 use crate::graphql::context::{ContextExt, Scope, scope_of};
 use crate::graphql::customers::Customer;
@@ -196,6 +197,11 @@ impl License {
         self.model.billing_subscription_id.as_deref()
     }
 
+    /// What the billing system last said about that subscription (null until it was read).
+    async fn billing(&self, ctx: &Context<'_>) -> ApiResult<Option<BillingSubscription>> {
+        Ok(ctx.domain().license_billing(&self.model).await?.map(Into::into))
+    }
+
     /// When it last changed.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.model.updated_at
@@ -242,6 +248,8 @@ pub struct UpdateLicenseInput {
     pub metadata: MaybeUndefined<Json<serde_json::Value>>,
     /// The license's own meters, replacing those it had (an empty list: the policy's only).
     pub meters: Option<Vec<MeterInput>>,
+    /// The billing subscription it follows; null unlinks it.
+    pub billing_subscription_id: MaybeUndefined<String>,
 }
 
 /// Filters for `licenses`; all given ones must match.
@@ -355,6 +363,11 @@ impl LicenseMutation {
             entitlements: input.entitlements.map(|e| Code::list("entitlements", &e)).transpose()?,
             metadata: maybe(input.metadata, |m| m.0),
             meters: input.meters.map(MeterInput::parse_all).transpose()?,
+            billing_subscription_id: match input.billing_subscription_id {
+                MaybeUndefined::Undefined => None,
+                MaybeUndefined::Null => Some(None),
+                MaybeUndefined::Value(id) => Some(Text::optional("billingSubscriptionId", Some(&id))?),
+            },
         };
         Ok(ctx.domain().update_license(actor, &input.id, change).await?.into())
     }

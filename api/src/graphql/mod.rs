@@ -6,6 +6,7 @@ pub mod access;
 pub mod alerts;
 pub mod anomalies;
 pub mod audit;
+pub mod billing;
 pub mod catalog;
 pub mod connection;
 pub mod context;
@@ -49,6 +50,7 @@ pub struct Query(
     devices::DeviceQuery,
     alerts::AlertQuery,
     anomalies::AnomalyQuery,
+    billing::BillingQuery,
     emails::EmailQuery,
     audit::AuditQuery,
 );
@@ -65,6 +67,7 @@ pub struct Mutation(
     usage::UsageMutation,
     alerts::AlertMutation,
     anomalies::AnomalyMutation,
+    billing::BillingMutation,
 );
 
 /// Every subscription field.
