@@ -16,6 +16,7 @@ mod fixtures;
 mod redis;
 mod server;
 mod smtp;
+mod stripe_double;
 mod subscriber;
 mod wait;
 mod worker;
@@ -28,6 +29,10 @@ pub use fixtures::{
 pub use redis::RedisServer;
 pub use server::{Backend, TEST_SECRET, TestServer, bin_dir, binary, error_code};
 pub use smtp::{SmtpSink, parse_email};
+pub use stripe_double::{
+    STRIPE_API_VERSION, StripeDouble, invoice_event, stripe_signature, stripe_signature_hex, stripe_signature_many,
+    stripe_signature_v0, subscription_event,
+};
 pub use subscriber::AlertSubscriber;
 pub use wait::eventually;
 pub use worker::{WorkerProcess, two_more_runs, worker_on, worker_queue, worker_runs};
