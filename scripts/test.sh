@@ -21,11 +21,27 @@ missing=()
 command -v openssl >/dev/null || missing+=(openssl)
 command -v redis-server >/dev/null || missing+=(redis-server)
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
+# The billing tests talk to localstripe (a fake Stripe from PyPI), pinned, in a venv of its own;
+# creating the venv needs Debian's python3-venv.
+localstripe_version=1.15.10
+localstripe_venv="${XDG_CACHE_HOME:-$HOME/.cache}/licensing-tests/localstripe"
+localstripe_ok() {
+  "$localstripe_venv/bin/python" -c \
+    "import sys, localstripe; sys.exit(localstripe.__version__ != '$localstripe_version')" 2>/dev/null
+}
+localstripe_ok || /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}..."
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+if ! localstripe_ok; then
+  echo "installing localstripe $localstripe_version into $localstripe_venv..."
+  "$localstripe_venv/bin/python" -m pip --version >/dev/null 2>&1 || /usr/bin/python3 -m venv --clear "$localstripe_venv"
+  "$localstripe_venv/bin/python" -m pip install -q --disable-pip-version-check "localstripe==$localstripe_version"
+fi
+export LICENSING_TEST_LOCALSTRIPE_PYTHON="$localstripe_venv/bin/python"
 
 work=$(mktemp -d /tmp/licensing-test.XXXXXX)
 chmod 755 "$work"

@@ -13,6 +13,7 @@
 
 mod client;
 mod fixtures;
+mod localstripe;
 mod redis;
 mod server;
 mod smtp;
@@ -26,6 +27,7 @@ pub use fixtures::{
     ACTIVATE, Seeded, activate, activation_request, active_devices, api_token, components, deactivation_file,
     license_with_policy, seed, usage_report_file, verify_license_file,
 };
+pub use localstripe::{LocalStripe, STRIPE_TEST_KEY};
 pub use redis::RedisServer;
 pub use server::{Backend, TEST_SECRET, TestServer, bin_dir, binary, error_code};
 pub use smtp::{SmtpSink, parse_email};
