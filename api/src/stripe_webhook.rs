@@ -82,7 +82,11 @@ pub fn verify_signature(secret: &[u8], header: &str, body: &[u8], now: i64) -> R
     let matched = signatures.iter().fold(subtle::Choice::from(0), |any, candidate| {
         any | subtle::ConstantTimeEq::ct_eq(expected.as_slice(), candidate.as_slice())
     });
-    if bool::from(matched) { Ok(()) } else { Err(SignatureError::Forged) }
+    if bool::from(matched) {
+        Ok(())
+    } else {
+        Err(SignatureError::Forged)
+    }
 }
 
 fn answer(status: StatusCode, message: &str) -> HttpResponse {
@@ -106,11 +110,7 @@ pub(crate) async fn receive(state: web::Data<AppState>, req: HttpRequest, payloa
         }
         body.extend_from_slice(&chunk);
     }
-    let Some(header) = req
-        .headers()
-        .get("Stripe-Signature")
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(header) = req.headers().get("Stripe-Signature").and_then(|v| v.to_str().ok()) else {
         return answer(StatusCode::BAD_REQUEST, "the Stripe-Signature header is missing");
     };
     let now = state.domain.clock.now().timestamp();
@@ -134,7 +134,10 @@ pub(crate) async fn receive(state: web::Data<AppState>, req: HttpRequest, payloa
         }
         Err(e) => {
             tracing::error!(event_id, error = %e, "could not store a Stripe event (Stripe retries)");
-            answer(StatusCode::INTERNAL_SERVER_ERROR, "the event could not be stored; retry")
+            answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the event could not be stored; retry",
+            )
         }
     }
 }

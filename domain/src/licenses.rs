@@ -8,8 +8,8 @@ use entity::enums::LicenseStatus;
 use entity::{customer, license, policy};
 use sea_orm::sea_query::{LockType, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, JoinType, QueryFilter,
-    QuerySelect, RelationTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    JoinType, QueryFilter, QuerySelect, RelationTrait,
 };
 use serde_json::{Value, json};
 
@@ -357,7 +357,9 @@ impl Domain {
         let Some(model) = apply(&current, now)? else {
             return Ok(current);
         };
-        let updated = self.save_license_change(&tx, actor, &current, model, action, now).await?;
+        let updated = self
+            .save_license_change(&tx, actor, &current, model, action, now)
+            .await?;
         tx.commit().await?;
         Ok(updated)
     }
@@ -506,7 +508,10 @@ impl Domain {
     pub async fn suspend_license(&self, actor: &Actor, id: &str, reason: Option<Text<500>>) -> Result<license::Model> {
         actor.require(Capability::Support)?;
         let reason = reason.map(Text::into_inner);
-        if reason.as_deref().is_some_and(|r| r.starts_with(billing::BILLING_REASON_PREFIX)) {
+        if reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with(billing::BILLING_REASON_PREFIX))
+        {
             return Err(Error::InvalidInput(format!(
                 "reasons starting {:?} are billing's own",
                 billing::BILLING_REASON_PREFIX

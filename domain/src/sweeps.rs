@@ -263,7 +263,8 @@ impl Domain {
                 .collect();
             let subscriptions: BTreeMap<String, billing_subscription::Model> = billing_subscription::Entity::find()
                 .filter(
-                    billing_subscription::Column::Id.is_in(rows.iter().filter_map(|(l, _)| l.billing_subscription_id.clone())),
+                    billing_subscription::Column::Id
+                        .is_in(rows.iter().filter_map(|(l, _)| l.billing_subscription_id.clone())),
                 )
                 .all(&tx)
                 .await?
@@ -275,7 +276,10 @@ impl Domain {
                     continue;
                 };
                 // A subscription that renews by itself moves the expiry when it does: no notice.
-                let subscription = license.billing_subscription_id.as_ref().and_then(|id| subscriptions.get(id));
+                let subscription = license
+                    .billing_subscription_id
+                    .as_ref()
+                    .and_then(|id| subscriptions.get(id));
                 let renews_itself = subscription.is_some_and(|s| {
                     matches!(s.status, BillingStatus::Active | BillingStatus::Trialing) && !s.cancel_at_period_end
                 });

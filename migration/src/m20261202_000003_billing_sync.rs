@@ -136,8 +136,13 @@ impl MigrationTrait for Migration {
             true,
         ))
         .await?;
-        m.create_index(index("billing_drift", "ix_billing_drift_vendor", &["vendor_id", "id"], false))
-            .await?;
+        m.create_index(index(
+            "billing_drift",
+            "ix_billing_drift_vendor",
+            &["vendor_id", "id"],
+            false,
+        ))
+        .await?;
         m.create_index(index("billing_drift", "ix_billing_drift_open", &["resolved_at"], false))
             .await?;
         m.create_table(
@@ -152,7 +157,13 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        for table in ["leases", "billing_drift", "billing_sync_runs", "stripe_events", "billing_subscriptions"] {
+        for table in [
+            "leases",
+            "billing_drift",
+            "billing_sync_runs",
+            "stripe_events",
+            "billing_subscriptions",
+        ] {
             m.drop_table(Table::drop().table(table).to_owned()).await?;
         }
         m.alter_table(

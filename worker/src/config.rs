@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use domain::settings::{Settings, env};
+use secrecy::SecretString;
 
 /// What the workers are configured with, besides the shared [`Settings`].
 ///
@@ -17,6 +18,9 @@ use domain::settings::{Settings, env};
 /// | `RENEWAL_SCAN_SECS` | `3600` | renewal notice period |
 /// | `RENEWAL_NOTICE_DAYS` | `30,7,1` | days before expiry a notice goes out |
 /// | `ANOMALY_SCAN_SECS` | `300` | anomaly detection period (the anomaly scan) |
+/// | `STRIPE_API_BASE` | `https://api.stripe.com` | the billing API |
+/// | `STRIPE_SECRET_KEY` | unset | the billing API key; unset = billing sync is off |
+/// | `BILLING_SYNC_SECS` | `900` | subscription reconciliation period |
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Where the SQLite queue and `.eml` files live.
@@ -35,6 +39,12 @@ pub struct WorkerConfig {
     pub anomaly_scan: Duration,
     /// Renewal notice thresholds, in days.
     pub renewal_notice_days: Vec<i64>,
+    /// The billing API base URL.
+    pub stripe_api_base: String,
+    /// The billing API key; `None` = billing sync is off.
+    pub stripe_secret_key: Option<SecretString>,
+    /// Reconciliation period.
+    pub billing_sync: Duration,
 }
 
 /// A period in whole seconds from variable `name`, at least 1.
@@ -77,6 +87,9 @@ impl WorkerConfig {
             renewal_scan: seconds("RENEWAL_SCAN_SECS", 3600)?,
             anomaly_scan: seconds("ANOMALY_SCAN_SECS", 300)?,
             renewal_notice_days,
+            stripe_api_base: env("STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com".into()),
+            stripe_secret_key: env("STRIPE_SECRET_KEY").map(SecretString::from),
+            billing_sync: seconds("BILLING_SYNC_SECS", 900)?,
         })
     }
 }

@@ -5,6 +5,8 @@
 //!   heartbeat sweep followed by the staff alert digests every `HEARTBEAT_SWEEP_SECS`, renewal
 //!   notices every `RENEWAL_SCAN_SECS`.
 //! - `licensing.email`: one job per outbox row to deliver (`jobs/email.rs`).
+//! - `licensing.billing`: one job per webhook event to re-read, and one per reconciliation
+//!   pass (`jobs/billing.rs`), talking to Stripe through [`stripe`].
 //!
 //! A scheduler in every process (`scheduler`) pushes the ticks and relays due outbox rows to
 //! the email queue; with Redis it also publishes new alerts for the live subscription
@@ -20,6 +22,7 @@ mod jobs;
 pub mod mail;
 mod monitor;
 mod scheduler;
+pub mod stripe;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -53,7 +56,19 @@ pub async fn run(
     }
     let redis_url = config.redis_url.clone();
     let data_dir = config.data_dir.clone();
-    let ctx = Arc::new(Ctx { domain, mailer, config });
+    let stripe = match &config.stripe_secret_key {
+        Some(key) => Some(stripe::StripeClient::new(&config.stripe_api_base, key.clone())?),
+        None => {
+            tracing::info!("billing sync is off: STRIPE_SECRET_KEY is not set");
+            None
+        }
+    };
+    let ctx = Arc::new(Ctx {
+        domain,
+        mailer,
+        config,
+        stripe,
+    });
     match redis_url {
         Some(url) => {
             let conn = monitor::connect_redis(&url).await?;

@@ -21,6 +21,7 @@ use apalis_sqlite::{JsonCodec, SqliteConnectOptions, SqlitePool, SqlitePoolOptio
 use futures::Sink;
 use serde_json::Value;
 
+use crate::jobs::billing::{self, BillingJob};
 use crate::jobs::email::{self, DeliverEmail};
 use crate::jobs::tick::{self, Tick};
 use crate::jobs::{Ctx, Job};
@@ -38,6 +39,8 @@ const MISSED_HEARTBEATS: usize = 30;
 const JOBS_KEPT: Duration = Duration::from_secs(24 * 3600);
 /// Emails delivered at once by one process.
 const EMAIL_CONCURRENCY: usize = 4;
+/// Billing jobs run at once by one process (re-reads beside a pass; passes take a lease).
+const BILLING_CONCURRENCY: usize = 4;
 
 /// Where the queues live: a handle that opens the apalis storage of each job type's queue.
 pub(crate) trait Store: Clone + Send + Sync + 'static {
@@ -140,7 +143,8 @@ pub(crate) async fn push<S: Store, T: Job>(store: &S, args: T, key: String) -> R
 /// finds nothing left; on Redis each queue has its own keys.
 pub(crate) async fn prune<S: Store>(store: &S) -> Result<usize, BoxDynError> {
     Ok(store.queue::<Tick>().vacuum_before(JOBS_KEPT).await?
-        + store.queue::<DeliverEmail>().vacuum_before(JOBS_KEPT).await?)
+        + store.queue::<DeliverEmail>().vacuum_before(JOBS_KEPT).await?
+        + store.queue::<BillingJob>().vacuum_before(JOBS_KEPT).await?)
 }
 
 /// A name no other live worker process has.
@@ -161,7 +165,8 @@ pub(crate) async fn run_on<S: Store>(
     // serves); the monitor then lets in-flight jobs finish.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(scheduler::schedule(store.clone(), alerts, ctx.clone(), stopped));
-    let (periodic, periodic_ctx, emails, email_ctx) = (store.clone(), ctx.clone(), store, ctx);
+    let (periodic, periodic_ctx, emails, email_ctx) = (store.clone(), ctx.clone(), store.clone(), ctx.clone());
+    let (billing_store, billing_ctx) = (store, ctx);
     let result = Monitor::new()
         .register(move |_| {
             WorkerBuilder::new(worker_name("periodic"))
@@ -175,6 +180,13 @@ pub(crate) async fn run_on<S: Store>(
                 .data(email_ctx.clone())
                 .concurrency(EMAIL_CONCURRENCY)
                 .build(email::deliver)
+        })
+        .register(move |_| {
+            WorkerBuilder::new(worker_name("billing"))
+                .backend(billing_store.queue::<BillingJob>().poll_with_interval(POLL_INTERVAL))
+                .data(billing_ctx.clone())
+                .concurrency(BILLING_CONCURRENCY)
+                .build(billing::run)
         })
         .should_restart(|worker, error| {
             tracing::warn!(worker = worker.name(), %error, "worker stopped; restarting");

@@ -1,5 +1,7 @@
 //! The scheduler every worker process runs, once a second: it pushes the ticks of the periodic
-//! tasks that began since its last look, relays due outbox rows to the email queue, publishes
+//! tasks that began since its last look (and, with billing sync on, each reconciliation tick),
+//! relays due outbox rows to the email queue and due inbox rows and `syncBilling` requests to
+//! the billing queue, publishes
 //! new alerts on Redis ([`crate::alert_feed`]) when the queues are there, and every hour prunes
 //! finished jobs.
 
@@ -10,6 +12,7 @@ use apalis_redis::ConnectionManager;
 
 use crate::alert_feed;
 use crate::jobs::Ctx;
+use crate::jobs::billing::BillingJob;
 use crate::jobs::email::DeliverEmail;
 use crate::jobs::tick::{PeriodicTask, Tick};
 use crate::monitor::{self, Store};
@@ -34,6 +37,7 @@ pub(crate) async fn schedule<S: Store>(
         (PeriodicTask::AnomalyScan, ctx.config.anomaly_scan.as_secs()),
     ];
     let mut last: [Option<u64>; 3] = [None; 3];
+    let mut last_billing: Option<u64> = None;
     let mut alert_tail = ctx.domain.alert_tail();
     let mut last_prune = tokio::time::Instant::now();
     let mut interval = tokio::time::interval(SCHEDULER_INTERVAL);
@@ -54,7 +58,18 @@ pub(crate) async fn schedule<S: Store>(
                 }
             }
         }
+        if ctx.stripe.is_some() {
+            let slot = now / ctx.config.billing_sync.as_secs().max(1);
+            if last_billing != Some(slot) {
+                let job = BillingJob::Reconcile { request: None, slot };
+                match monitor::push(&store, job, format!("BillingSync:{slot}")).await {
+                    Ok(()) => last_billing = Some(slot),
+                    Err(e) => tracing::warn!(error = %e, "could not schedule billing reconciliation"),
+                }
+            }
+        }
         relay_outbox(&store, &ctx, unix).await;
+        relay_billing(&store, &ctx, now / ctx.config.billing_sync.as_secs().max(1)).await;
         if last_prune.elapsed() >= PRUNE_INTERVAL {
             last_prune = tokio::time::Instant::now();
             match monitor::prune(&store).await {
@@ -96,5 +111,36 @@ async fn relay_outbox<S: Store>(store: &S, ctx: &Ctx, now: i64) {
     }
     if handed_over && let Err(e) = ctx.domain.worker_tick_finished(OUTBOX_RELAY, now).await {
         tracing::warn!(error = %e, "could not count a finished outbox relay pass");
+    }
+}
+
+/// Hands the billing queue the due inbox rows (one job per row and attempt) and the waiting
+/// `syncBilling` requests (one job per request).
+async fn relay_billing<S: Store>(store: &S, ctx: &Ctx, slot: u64) {
+    match ctx.domain.stripe_events_to_enqueue().await {
+        Ok(rows) => {
+            for (id, attempts) in rows {
+                let key = format!("stripe-event:{id}:{attempts}");
+                if let Err(e) = monitor::push(store, BillingJob::ReRead { event: id }, key).await {
+                    tracing::warn!(error = %e, "could not enqueue a billing re-read (the relay retries)");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "billing relay failed"),
+    }
+    match ctx.domain.pending_billing_requests().await {
+        Ok(runs) => {
+            for run in runs {
+                let key = format!("billing-sync-request:{run}");
+                let job = BillingJob::Reconcile {
+                    request: Some(run),
+                    slot,
+                };
+                if let Err(e) = monitor::push(store, job, key).await {
+                    tracing::warn!(error = %e, "could not enqueue a requested billing sync (the relay retries)");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "billing request relay failed"),
     }
 }

@@ -4,8 +4,8 @@ use async_graphql::{Context, ID, InputObject, Json, MaybeUndefined, Object};
 use chrono::{DateTime, Utc};
 use entity::license;
 
-use crate::graphql::catalog::{MeterInput, Policy, Product, load_product};
 use crate::graphql::billing::BillingSubscription;
+use crate::graphql::catalog::{MeterInput, Policy, Product, load_product};
 use crate::graphql::connection::{Connection, from_page, page_request};
 use crate::graphql::context::{ContextExt, Scope, scope_of};
 use crate::graphql::customers::Customer;

@@ -10,7 +10,9 @@ use chrono::Duration;
 use entity::enums::{AlertKind, BillingDriftKind, BillingStatus, LicenseStatus};
 use entity::{billing_subscription, customer, license, policy, vendor};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
+};
 use serde_json::json;
 
 use super::drift::{self, Finding};
@@ -33,17 +35,19 @@ pub struct Applied {
 
 /// A subscription that is being paid for (or trialled): one without a license is drift.
 fn paying(status: BillingStatus) -> bool {
-    matches!(status, BillingStatus::Active | BillingStatus::Trialing | BillingStatus::PastDue)
+    matches!(
+        status,
+        BillingStatus::Active | BillingStatus::Trialing | BillingStatus::PastDue
+    )
 }
 
 fn describe(sub: &Subscription, license: &license::Model, updated: &license::Model) -> String {
     let mut parts = Vec::new();
     if updated.status != license.status || updated.status_reason != license.status_reason {
         parts.push(match updated.status {
-            LicenseStatus::Suspended => format!(
-                "suspended ({})",
-                updated.status_reason.as_deref().unwrap_or("billing")
-            ),
+            LicenseStatus::Suspended => {
+                format!("suspended ({})", updated.status_reason.as_deref().unwrap_or("billing"))
+            }
             _ => "reinstated".to_owned(),
         });
     }
@@ -52,7 +56,11 @@ fn describe(sub: &Subscription, license: &license::Model, updated: &license::Mod
     {
         parts.push(format!("now expires {}", at.format("%Y-%m-%d %H:%M UTC")));
     }
-    let renews = if sub.cancel_at_period_end { " (will not renew)" } else { "" };
+    let renews = if sub.cancel_at_period_end {
+        " (will not renew)"
+    } else {
+        ""
+    };
     format!(
         "Subscription {} is {}{renews}: license …{} {}.",
         sub.id,
@@ -72,7 +80,7 @@ impl Domain {
     pub async fn apply_subscription(&self, sub: &Subscription, mut pass: Option<&mut BillingPass>) -> Result<Applied> {
         let now = self.clock.now();
         let tx = begin_write(&self.writer).await?;
-        let stored = self.store_subscription(&tx, sub, pass.as_deref()).await?;
+        let stored = self.store_subscription(&tx, sub, pass.as_deref(), now).await?;
         let mut licenses = license::Entity::find()
             .filter(license::Column::BillingSubscriptionId.eq(&sub.id))
             .lock_exclusive()
@@ -141,7 +149,8 @@ impl Domain {
                 applied.changed += 1;
             }
             if let Some(pass) = pass.as_deref_mut() {
-                self.note_license_drift(&tx, pass, sub, &decision, &license, &updated, now).await?;
+                self.note_license_drift(&tx, pass, sub, &decision, &license, &updated, now)
+                    .await?;
             }
         }
         if let Some(pass) = pass {
@@ -187,8 +196,8 @@ impl Domain {
         tx: &DatabaseTransaction,
         sub: &Subscription,
         pass: Option<&BillingPass>,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> Result<billing_subscription::Model> {
-        let now = self.clock.now();
         let previous = billing_subscription::Entity::find_by_id(&sub.id).one(tx).await?;
         let status_since = match &previous {
             Some(p) if p.status_raw == sub.status_raw => p.status_since,
@@ -275,7 +284,10 @@ impl Domain {
     }
 
     /// Notes what a pass found about one license that follows `sub`.
-    #[expect(clippy::too_many_arguments, reason = "the pass, the subscription, the decision and the license before and after")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the pass, the subscription, the decision and the license before and after"
+    )]
     async fn note_license_drift(
         &self,
         tx: &DatabaseTransaction,
@@ -298,9 +310,7 @@ impl Domain {
         };
         let mut findings = Vec::new();
         let last4 = &before.key_last4;
-        if after.status == LicenseStatus::Suspended
-            && effective_status(before, now) == LicenseStatus::Active
-        {
+        if after.status == LicenseStatus::Suspended && effective_status(before, now) == LicenseStatus::Active {
             findings.push(finding(
                 BillingDriftKind::LicenseActiveSubscriptionEnded,
                 format!(

@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use entity::billing_drift;
 use entity::enums::{AlertKind, BillingDriftKind};
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ActiveEnum as _, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{
+    ActiveEnum as _, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
+};
 use serde_json::Value;
 
 use super::pass::BillingPass;

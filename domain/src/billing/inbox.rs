@@ -10,9 +10,7 @@
 use chrono::Duration;
 use entity::stripe_event;
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::Value;
 
 use super::billing_id;
@@ -100,7 +98,11 @@ impl StripeEvent {
 }
 
 /// Asks for a re-read of `subscription_id` (a license was linked to it), in `db`'s transaction.
-pub(crate) async fn request_read(db: &impl ConnectionTrait, subscription_id: &str, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
+pub(crate) async fn request_read(
+    db: &impl ConnectionTrait,
+    subscription_id: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
     let id = new_id();
     stripe_event::Entity::insert(stripe_event::ActiveModel {
         event_id: Set(format!("local_link_{id}")),
@@ -219,7 +221,10 @@ impl Domain {
                 let give_up = now - event.received_at >= RETRY_FOR;
                 update
                     .col_expr(stripe_event::Column::Attempts, Expr::value(attempts))
-                    .col_expr(stripe_event::Column::NextAttemptAt, Expr::value(now + backoff(attempts)))
+                    .col_expr(
+                        stripe_event::Column::NextAttemptAt,
+                        Expr::value(now + backoff(attempts)),
+                    )
                     .col_expr(stripe_event::Column::LastError, Expr::value(Some(error)))
                     .col_expr(stripe_event::Column::ProcessedAt, Expr::value(give_up.then_some(now)))
             }
@@ -261,7 +266,10 @@ mod tests {
             .iter()
             .map(|e| StripeEvent::from_stripe(e).unwrap().subscription_id)
             .collect();
-        assert_eq!(found, [Some("sub_1".into()), Some("sub_2".into()), Some("sub_3".into()), None]);
+        assert_eq!(
+            found,
+            [Some("sub_1".into()), Some("sub_2".into()), Some("sub_3".into()), None]
+        );
     }
 
     #[test]

@@ -60,7 +60,11 @@ pub fn decide(sub: SubscriptionState<'_>, grace: Duration, now: DateTime<Utc>) -
         BillingStatus::Trialing | BillingStatus::Active => Standing::InForce,
         BillingStatus::PastDue => {
             let lapses_at = expires_at.unwrap_or(sub.status_since + grace);
-            if now >= lapses_at { suspended() } else { Standing::InForce }
+            if now >= lapses_at {
+                suspended()
+            } else {
+                Standing::InForce
+            }
         }
         BillingStatus::Canceled | BillingStatus::Unpaid | BillingStatus::IncompleteExpired | BillingStatus::Paused => {
             if now >= sub.status_since + grace {
@@ -113,7 +117,9 @@ impl LicenseChange {
 #[must_use]
 pub fn suspended_by_billing(license: LicenseState<'_>) -> bool {
     license.status == LicenseStatus::Suspended
-        && license.status_reason.is_some_and(|r| r.starts_with(BILLING_REASON_PREFIX))
+        && license
+            .status_reason
+            .is_some_and(|r| r.starts_with(BILLING_REASON_PREFIX))
 }
 
 /// The change that brings `license` in line with `decision`.
@@ -154,14 +160,78 @@ mod tests {
         let grace = Duration::hours(24);
         // (status, raw, period end, first seen, now) -> (expires at, standing)
         let cases = [
-            (BillingStatus::Active, "active", Some(at(100)), at(0), at(1), Some(at(124)), Standing::InForce),
-            (BillingStatus::Trialing, "trialing", Some(at(100)), at(0), at(1), Some(at(124)), Standing::InForce),
-            (BillingStatus::PastDue, "past_due", Some(at(100)), at(90), at(110), Some(at(124)), Standing::InForce),
-            (BillingStatus::PastDue, "past_due", Some(at(100)), at(90), at(124), Some(at(124)), suspended("past_due")),
-            (BillingStatus::Canceled, "canceled", Some(at(100)), at(10), at(33), Some(at(124)), Standing::InForce),
-            (BillingStatus::Canceled, "canceled", Some(at(100)), at(10), at(34), Some(at(124)), suspended("canceled")),
-            (BillingStatus::Unpaid, "unpaid", Some(at(100)), at(10), at(40), Some(at(124)), suspended("unpaid")),
-            (BillingStatus::Paused, "paused", None, at(10), at(40), None, suspended("paused")),
+            (
+                BillingStatus::Active,
+                "active",
+                Some(at(100)),
+                at(0),
+                at(1),
+                Some(at(124)),
+                Standing::InForce,
+            ),
+            (
+                BillingStatus::Trialing,
+                "trialing",
+                Some(at(100)),
+                at(0),
+                at(1),
+                Some(at(124)),
+                Standing::InForce,
+            ),
+            (
+                BillingStatus::PastDue,
+                "past_due",
+                Some(at(100)),
+                at(90),
+                at(110),
+                Some(at(124)),
+                Standing::InForce,
+            ),
+            (
+                BillingStatus::PastDue,
+                "past_due",
+                Some(at(100)),
+                at(90),
+                at(124),
+                Some(at(124)),
+                suspended("past_due"),
+            ),
+            (
+                BillingStatus::Canceled,
+                "canceled",
+                Some(at(100)),
+                at(10),
+                at(33),
+                Some(at(124)),
+                Standing::InForce,
+            ),
+            (
+                BillingStatus::Canceled,
+                "canceled",
+                Some(at(100)),
+                at(10),
+                at(34),
+                Some(at(124)),
+                suspended("canceled"),
+            ),
+            (
+                BillingStatus::Unpaid,
+                "unpaid",
+                Some(at(100)),
+                at(10),
+                at(40),
+                Some(at(124)),
+                suspended("unpaid"),
+            ),
+            (
+                BillingStatus::Paused,
+                "paused",
+                None,
+                at(10),
+                at(40),
+                None,
+                suspended("paused"),
+            ),
             (
                 BillingStatus::IncompleteExpired,
                 "incomplete_expired",
@@ -171,8 +241,24 @@ mod tests {
                 None,
                 suspended("incomplete_expired"),
             ),
-            (BillingStatus::Incomplete, "incomplete", Some(at(100)), at(0), at(0), Some(at(124)), suspended("incomplete")),
-            (BillingStatus::Unknown, "on_hold", Some(at(100)), at(0), at(500), None, Standing::Unknown),
+            (
+                BillingStatus::Incomplete,
+                "incomplete",
+                Some(at(100)),
+                at(0),
+                at(0),
+                Some(at(124)),
+                suspended("incomplete"),
+            ),
+            (
+                BillingStatus::Unknown,
+                "on_hold",
+                Some(at(100)),
+                at(0),
+                at(500),
+                None,
+                Standing::Unknown,
+            ),
         ];
         for (status, raw, period_end, since, now, expires_at, standing) in cases {
             let state = SubscriptionState {
@@ -181,7 +267,11 @@ mod tests {
                 current_period_end: period_end,
                 status_since: since,
             };
-            assert_eq!(decide(state, grace, now), Decision { expires_at, standing }, "{raw} at {now}");
+            assert_eq!(
+                decide(state, grace, now),
+                Decision { expires_at, standing },
+                "{raw} at {now}"
+            );
         }
     }
 
@@ -211,14 +301,22 @@ mod tests {
             status_reason: reason,
             expires_at,
         };
-        let set = |status, reason: Option<&str>, expires_at| LicenseChange {
+        let set = |status: Option<LicenseStatus>, reason: Option<&str>, expires_at| LicenseChange {
             status: status.map(|s| (s, reason.map(str::to_owned))),
             expires_at,
         };
         let cases = [
             // A renewal moves the expiry.
-            (license(LicenseStatus::Active, None, Some(at(50))), &in_force, set(None, None, Some(at(124)))),
-            (license(LicenseStatus::Active, None, Some(at(124))), &in_force, LicenseChange::default()),
+            (
+                license(LicenseStatus::Active, None, Some(at(50))),
+                &in_force,
+                set(None, None, Some(at(124))),
+            ),
+            (
+                license(LicenseStatus::Active, None, Some(at(124))),
+                &in_force,
+                LicenseChange::default(),
+            ),
             // Billing lifts its own suspension...
             (
                 license(LicenseStatus::Suspended, Some("billing:past_due"), Some(at(124))),
@@ -231,7 +329,11 @@ mod tests {
                 &in_force,
                 set(None, None, Some(at(124))),
             ),
-            (license(LicenseStatus::Suspended, None, Some(at(124))), &lapsed, LicenseChange::default()),
+            (
+                license(LicenseStatus::Suspended, None, Some(at(124))),
+                &lapsed,
+                LicenseChange::default(),
+            ),
             // A lapse suspends an active or expired license, or renames billing's own reason.
             (
                 license(LicenseStatus::Active, None, Some(at(124))),
@@ -254,8 +356,16 @@ mod tests {
                 LicenseChange::default(),
             ),
             // Revoked is final.
-            (license(LicenseStatus::Revoked, None, Some(at(1))), &in_force, LicenseChange::default()),
-            (license(LicenseStatus::Revoked, None, Some(at(1))), &lapsed, LicenseChange::default()),
+            (
+                license(LicenseStatus::Revoked, None, Some(at(1))),
+                &in_force,
+                LicenseChange::default(),
+            ),
+            (
+                license(LicenseStatus::Revoked, None, Some(at(1))),
+                &lapsed,
+                LicenseChange::default(),
+            ),
         ];
         for (state, decision, expected) in cases {
             assert_eq!(change_for(state, decision), expected, "{state:?} / {decision:?}");

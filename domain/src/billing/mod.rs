@@ -61,7 +61,9 @@ pub struct Subscription {
 pub(crate) fn billing_id(field: &str, value: &str) -> Result<String> {
     let ok = !value.is_empty()
         && value.len() <= MAX_BILLING_ID
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if ok {
         Ok(value.to_owned())
     } else {
@@ -185,10 +187,21 @@ impl Domain {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn billing_sync_runs(&self, actor: &Actor, request: &PageRequest) -> Result<Page<billing_sync_run::Model>> {
+    pub async fn billing_sync_runs(
+        &self,
+        actor: &Actor,
+        request: &PageRequest,
+    ) -> Result<Page<billing_sync_run::Model>> {
         actor.require(Capability::Read)?;
         let select = billing_sync_run::Entity::find().filter(billing_sync_run::Column::VendorId.eq(&actor.vendor_id));
-        page::fetch(&self.db, select, billing_sync_run::Column::Id, request, Order::NewestFirst).await
+        page::fetch(
+            &self.db,
+            select,
+            billing_sync_run::Column::Id,
+            request,
+            Order::NewestFirst,
+        )
+        .await
     }
 
     /// Asks for a reconciliation now: a run row the next pass picks up (a worker starts one
@@ -241,7 +254,10 @@ mod tests {
     #[test]
     fn unknown_statuses_are_kept_raw() {
         let sub = Subscription::from_stripe(&json!({ "id": "sub_1", "status": "on_hold" })).unwrap();
-        assert_eq!((sub.status, sub.status_raw.as_str()), (BillingStatus::Unknown, "on_hold"));
+        assert_eq!(
+            (sub.status, sub.status_raw.as_str()),
+            (BillingStatus::Unknown, "on_hold")
+        );
     }
 
     #[test]
@@ -255,7 +271,11 @@ mod tests {
 
     #[test]
     fn malformed_subscriptions_are_refused() {
-        for bad in [json!({ "status": "active" }), json!({ "id": "sub_1" }), json!({ "id": "sub 1", "status": "active" })] {
+        for bad in [
+            json!({ "status": "active" }),
+            json!({ "id": "sub_1" }),
+            json!({ "id": "sub 1", "status": "active" }),
+        ] {
             assert!(Subscription::from_stripe(&bad).is_err(), "{bad}");
         }
     }

@@ -109,6 +109,22 @@ impl Domain {
         }))
     }
 
+    /// The `syncBilling` requests no pass has taken yet (the relay queues one job for each).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn pending_billing_requests(&self) -> Result<Vec<String>> {
+        Ok(billing_sync_run::Entity::find()
+            .select_only()
+            .column(billing_sync_run::Column::Id)
+            .filter(billing_sync_run::Column::PassId.is_null())
+            .filter(billing_sync_run::Column::FinishedAt.is_null())
+            .limit(100)
+            .into_tuple()
+            .all(&self.db)
+            .await?)
+    }
+
     /// Keeps the pass's lease for another [`LEASE_FOR`] (call it between pages).
     ///
     /// # Errors
@@ -248,7 +264,9 @@ impl Domain {
                     .await?;
             }
             for run in mine {
-                billing_sync_run::Entity::update(row(run.id.clone(), true)).exec(&tx).await?;
+                billing_sync_run::Entity::update(row(run.id.clone(), true))
+                    .exec(&tx)
+                    .await?;
             }
         }
         lease::Entity::delete_many()

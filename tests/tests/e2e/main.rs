@@ -3,6 +3,7 @@
 
 mod access;
 mod audit;
+mod billing;
 mod client;
 mod devices;
 mod licenses;

@@ -1,6 +1,7 @@
 //! The jobs: one module per job type, each owning its payload, its queue name and its
 //! handler, which calls `domain` and is idempotent (apalis delivers at least once).
 
+pub mod billing;
 pub mod email;
 pub mod tick;
 
@@ -12,6 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::WorkerConfig;
 use crate::mail::Mailer;
+use crate::stripe::StripeClient;
 
 /// What the handlers share.
 pub(crate) struct Ctx {
@@ -21,6 +23,8 @@ pub(crate) struct Ctx {
     pub mailer: Mailer,
     /// Periods and thresholds.
     pub config: WorkerConfig,
+    /// The billing API, when billing sync is configured.
+    pub stripe: Option<StripeClient>,
 }
 
 /// The handle the handlers receive.
