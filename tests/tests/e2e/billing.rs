@@ -360,7 +360,12 @@ async fn bad_webhooks_are_refused_and_payloads_are_never_trusted(backend: Backen
     assert_eq!((status, answer["duplicate"].as_bool()), (StatusCode::OK, Some(false)));
     let license = b.until(&id, "the re-read", |l| l["status"] == "SUSPENDED").await;
     assert_eq!(license["statusReason"], "billing:canceled");
-    assert_eq!(b.re_reads("sub_lies"), reads + 1, "only the verified event was re-read: {:?}", b.stripe.requests());
+    assert_eq!(
+        b.re_reads("sub_lies"),
+        reads + 1,
+        "only the verified event was re-read: {:?}",
+        b.stripe.requests()
+    );
 }
 on_both_databases!(
     bad_webhooks_are_refused_and_payloads_are_never_trusted,

@@ -4,6 +4,7 @@
 mod access;
 mod audit;
 mod billing;
+mod billing_localstripe;
 mod client;
 mod devices;
 mod licenses;
