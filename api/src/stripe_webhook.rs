@@ -149,6 +149,7 @@ pub fn secret_from_env() -> Option<SecretString> {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests: a failure should stop the test loudly")]
 mod tests {
     use super::*;
 

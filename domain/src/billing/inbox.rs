@@ -248,6 +248,7 @@ impl Domain {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests: a failure should stop the test loudly")]
 mod tests {
     use super::*;
     use serde_json::json;

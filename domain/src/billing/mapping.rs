@@ -144,6 +144,7 @@ pub fn change_for(license: LicenseState<'_>, decision: &Decision) -> LicenseChan
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests: a failure should stop the test loudly")]
 mod tests {
     use super::*;
 

@@ -125,7 +125,7 @@ impl Domain {
             .await?)
     }
 
-    /// Keeps the pass's lease for another [`LEASE_FOR`] (call it between pages).
+    /// Keeps the pass's lease for another ten minutes (call it between pages).
     ///
     /// # Errors
     /// Database errors.

@@ -2,6 +2,8 @@
 //! (`tests::StripeDouble`): webhooks verified and only ever a reason to re-read, reconciliation
 //! repairing what webhooks missed, the drift report, and outages that change nothing.
 
+#![expect(clippy::unwrap_used, reason = "tests: a failure should stop the test loudly")]
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};

@@ -2,6 +2,8 @@
 //! `/webhooks/stripe`, the worker re-reads from its API, and reconciliation catches what it
 //! never sends (a plan switch has no subscription event in localstripe).
 
+#![expect(clippy::unwrap_used, reason = "tests: a failure should stop the test loudly")]
+
 use std::time::Duration;
 
 use chrono::DateTime;
