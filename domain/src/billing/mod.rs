@@ -26,8 +26,10 @@ use chrono::{DateTime, Utc};
 use entity::enums::BillingStatus;
 use entity::{billing_drift, billing_subscription, billing_sync_run, license};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
-use serde_json::Value;
+use serde_json::{Value, json};
 
+use crate::audit::{self, Change};
+use crate::db::begin_write;
 use crate::page::{self, Order, Page, PageRequest};
 use crate::{Actor, Capability, Domain, Error, Result, new_id};
 
@@ -211,21 +213,36 @@ impl Domain {
     /// [`Error::Forbidden`] unless OWNER, ADMIN or INTEGRATION.
     pub async fn request_billing_sync(&self, actor: &Actor) -> Result<billing_sync_run::Model> {
         actor.require(Capability::ManageLicenses)?;
+        let now = self.clock.now();
         let run = billing_sync_run::ActiveModel {
             id: Set(new_id()),
             vendor_id: Set(actor.vendor_id.clone()),
             pass_id: Set(None),
             requested: Set(true),
-            started_at: Set(self.clock.now()),
+            started_at: Set(now),
             finished_at: Set(None),
             subscriptions_seen: Set(0),
             drift_opened: Set(0),
             drift_resolved: Set(0),
             error: Set(None),
         };
-        Ok(billing_sync_run::Entity::insert(run)
-            .exec_with_returning(&self.writer)
-            .await?)
+        let tx = begin_write(&self.writer).await?;
+        let run = billing_sync_run::Entity::insert(run).exec_with_returning(&tx).await?;
+        audit::record(
+            &tx,
+            actor,
+            now,
+            Change::new(
+                "billing.sync_request",
+                "billing_sync_run",
+                &run.id,
+                json!({}),
+                json!({ "requested": true }),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(run)
     }
 }
 

@@ -377,6 +377,15 @@ async fn every_mutation(backend: Backend) {
             diff: json!({ "before": { "status": "ACTIVE", "holds_seat": true }, "after": { "status": "RELEASED", "holds_seat": false } }),
         },
         Case {
+            field: "syncBilling",
+            query: "mutation { syncBilling { id } }",
+            vars: json!({}),
+            who: Who::Owner,
+            action: "billing.sync_request",
+            target_kind: "billing_sync_run",
+            diff: json!({ "after": { "requested": true } }),
+        },
+        Case {
             field: "acknowledgeAlert",
             query: "mutation($id: ID!) { acknowledgeAlert(id: $id) { id } }",
             vars: json!({ "id": alert_id }),

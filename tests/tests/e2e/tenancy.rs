@@ -360,6 +360,24 @@ async fn isolation(backend: Backend) {
             Expect::OwnDataOnly,
         ),
         (
+            "billingDrift",
+            "{ billingDrift { totalCount nodes { id explanation license { id } } } }",
+            json!({}),
+            Expect::OwnDataOnly,
+        ),
+        (
+            "billingSyncRuns",
+            "{ billingSyncRuns { totalCount nodes { id subscriptionsSeen } } }",
+            json!({}),
+            Expect::OwnDataOnly,
+        ),
+        (
+            "syncBilling",
+            "mutation { syncBilling { id finishedAt } }",
+            json!({}),
+            Expect::OwnDataOnly,
+        ),
+        (
             "acknowledgeAnomaly",
             "mutation($id: ID!) { acknowledgeAnomaly(id: $id, note: \"mine\") { id } }",
             json!({ "id": a_anomaly }),
