@@ -2,7 +2,7 @@
 //!
 //! [`Domain`] is the one handle every binary builds: a database connection, the master
 //! secret and a clock. Each module adds the use cases of one resource as `impl Domain` methods
-//! (`licenses.rs` issues, renews, suspends...), takes an [`Actor`] for authorisation and tenancy,
+//! (`licenses/` issues, renews, suspends...), takes an [`Actor`] for authorisation and tenancy,
 //! writes its audit event in the same transaction as the change, and returns [`Error`].
 //! Nothing here knows HTTP, GraphQL or SMTP.
 
