@@ -3,6 +3,7 @@
 
 use anyhow::bail;
 pub use domain::settings::{Settings, env, write_private};
+use secrecy::SecretString;
 
 /// Everything the API process is configured with.
 ///
@@ -13,6 +14,7 @@ pub use domain::settings::{Settings, env, write_private};
 /// | `LICENSING_ENV` | `development` | `production` turns introspection and suggestions off |
 /// | `REDIS_URL` | unset | live alerts come from the Redis channel the workers publish on |
 /// | `WORKERS` | `embedded` | `embedded`: this process also runs the job workers; `off`: run `licensing-worker` |
+/// | `STRIPE_WEBHOOK_SECRET` | unset | verifies `/webhooks/stripe`; unset = billing webhooks are refused (503) |
 /// | `RUST_LOG` | `info,sqlx=warn` | log filter |
 pub struct Config {
     /// What every server process shares.
@@ -25,6 +27,8 @@ pub struct Config {
     pub embedded_workers: bool,
     /// Redis, when the workers publish live alerts there.
     pub redis_url: Option<String>,
+    /// The Stripe webhook signing secret.
+    pub stripe_webhook_secret: Option<SecretString>,
 }
 
 impl Config {
@@ -49,6 +53,7 @@ impl Config {
             production,
             embedded_workers,
             redis_url: env("REDIS_URL"),
+            stripe_webhook_secret: env("STRIPE_WEBHOOK_SECRET").map(SecretString::from),
         })
     }
 }

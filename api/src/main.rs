@@ -81,7 +81,7 @@ async fn serve(config: Config, domain: Domain) -> anyhow::Result<()> {
         ),
         domain: domain.clone(),
         metrics: api::metrics::Metrics::new()?,
-        stripe_webhook_secret: api::stripe_webhook::secret_from_env().map(std::sync::Arc::new),
+        stripe_webhook_secret: config.stripe_webhook_secret.clone().map(std::sync::Arc::new),
     };
     let server = HttpServer::new(move || {
         App::new()

@@ -13,7 +13,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use domain::billing::{EventReceipt, StripeEvent};
 use hmac::{Hmac, Mac};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use sha2::Sha256;
 
 use crate::http::AppState;
@@ -140,12 +140,6 @@ pub(crate) async fn receive(state: web::Data<AppState>, req: HttpRequest, payloa
             )
         }
     }
-}
-
-/// The secret from `STRIPE_WEBHOOK_SECRET`.
-#[must_use]
-pub fn secret_from_env() -> Option<SecretString> {
-    crate::config::env("STRIPE_WEBHOOK_SECRET").map(SecretString::from)
 }
 
 #[cfg(test)]

@@ -58,18 +58,19 @@ pub(crate) async fn schedule<S: Store>(
                 }
             }
         }
-        if ctx.stripe.is_some() {
-            let slot = now / ctx.config.billing_sync.as_secs().max(1);
-            if last_billing != Some(slot) {
-                let job = BillingJob::Reconcile { request: None, slot };
-                match monitor::push(&store, job, format!("BillingSync:{slot}")).await {
-                    Ok(()) => last_billing = Some(slot),
-                    Err(e) => tracing::warn!(error = %e, "could not schedule billing reconciliation"),
-                }
+        let billing_slot = now / ctx.config.billing_sync.as_secs().max(1);
+        if ctx.stripe.is_some() && last_billing != Some(billing_slot) {
+            let job = BillingJob::Reconcile {
+                request: None,
+                slot: billing_slot,
+            };
+            match monitor::push(&store, job, format!("BillingSync:{billing_slot}")).await {
+                Ok(()) => last_billing = Some(billing_slot),
+                Err(e) => tracing::warn!(error = %e, "could not schedule billing reconciliation"),
             }
         }
         relay_outbox(&store, &ctx, unix).await;
-        relay_billing(&store, &ctx, now / ctx.config.billing_sync.as_secs().max(1)).await;
+        relay_billing(&store, &ctx, billing_slot).await;
         if last_prune.elapsed() >= PRUNE_INTERVAL {
             last_prune = tokio::time::Instant::now();
             match monitor::prune(&store).await {

@@ -58,30 +58,12 @@ pub struct Alert {
 impl Alert {
     /// The license concerned.
     async fn license(&self, ctx: &Context<'_>) -> ApiResult<Option<License>> {
-        let Some(id) = &self.license_id else {
-            return Ok(None);
-        };
-        Ok(ctx
-            .scope()?
-            .loaders()
-            .licenses
-            .load_one(id.to_string())
-            .await?
-            .map(Into::into))
+        License::by_id(ctx, self.license_id.as_ref().map(|id| id.as_str())).await
     }
 
     /// The device concerned.
     async fn device(&self, ctx: &Context<'_>) -> ApiResult<Option<Device>> {
-        let Some(id) = &self.device_id else {
-            return Ok(None);
-        };
-        Ok(ctx
-            .scope()?
-            .loaders()
-            .devices
-            .load_one(id.to_string())
-            .await?
-            .map(Into::into))
+        Device::by_id(ctx, self.device_id.as_ref().map(|id| id.as_str())).await
     }
 }
 

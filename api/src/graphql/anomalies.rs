@@ -76,30 +76,12 @@ impl Anomaly {
 
     /// The license concerned.
     async fn license(&self, ctx: &Context<'_>) -> ApiResult<Option<License>> {
-        let Some(id) = &self.0.license_id else {
-            return Ok(None);
-        };
-        Ok(ctx
-            .scope()?
-            .loaders()
-            .licenses
-            .load_one(id.clone())
-            .await?
-            .map(Into::into))
+        License::by_id(ctx, self.0.license_id.as_deref()).await
     }
 
     /// The device concerned.
     async fn device(&self, ctx: &Context<'_>) -> ApiResult<Option<Device>> {
-        let Some(id) = &self.0.device_id else {
-            return Ok(None);
-        };
-        Ok(ctx
-            .scope()?
-            .loaders()
-            .devices
-            .load_one(id.clone())
-            .await?
-            .map(Into::into))
+        Device::by_id(ctx, self.0.device_id.as_deref()).await
     }
 
     /// The meter of the usage series concerned, for consumption anomalies.

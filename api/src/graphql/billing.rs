@@ -103,16 +103,7 @@ impl BillingDrift {
 
     /// The license concerned.
     async fn license(&self, ctx: &Context<'_>) -> ApiResult<Option<License>> {
-        let Some(id) = &self.0.license_id else {
-            return Ok(None);
-        };
-        Ok(ctx
-            .scope()?
-            .loaders()
-            .licenses
-            .load_one(id.clone())
-            .await?
-            .map(Into::into))
+        License::by_id(ctx, self.0.license_id.as_deref()).await
     }
 
     /// The subscription concerned.

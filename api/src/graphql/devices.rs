@@ -67,6 +67,24 @@ impl From<device::Model> for Device {
 }
 
 impl Device {
+    /// The device with this id, batched through the request's loader; `None` without an id
+    /// (or for another vendor's id).
+    ///
+    /// # Errors
+    /// Unauthenticated callers; database errors.
+    pub async fn by_id(ctx: &Context<'_>, id: Option<&str>) -> ApiResult<Option<Self>> {
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        Ok(ctx
+            .scope()?
+            .loaders()
+            .devices
+            .load_one(id.to_owned())
+            .await?
+            .map(Into::into))
+    }
+
     /// A device read under its own scope (for callers without a token).
     #[must_use]
     pub fn scoped(model: device::Model, scope: Option<Scope>) -> Self {

@@ -37,6 +37,24 @@ impl From<license::Model> for License {
 }
 
 impl License {
+    /// The license with this id, batched through the request's loader; `None` without an id
+    /// (or for another vendor's id).
+    ///
+    /// # Errors
+    /// Unauthenticated callers; database errors.
+    pub async fn by_id(ctx: &Context<'_>, id: Option<&str>) -> ApiResult<Option<Self>> {
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        Ok(ctx
+            .scope()?
+            .loaders()
+            .licenses
+            .load_one(id.to_owned())
+            .await?
+            .map(Into::into))
+    }
+
     /// A license read under its own scope (for callers without a token).
     #[must_use]
     pub fn scoped(model: license::Model, scope: Option<Scope>) -> Self {

@@ -16,7 +16,7 @@ use sea_orm::{
 use serde_json::json;
 
 use super::drift::{self, Finding};
-use super::mapping::{self, Decision, LicenseState, Standing, SubscriptionState};
+use super::mapping::{self, LicenseState, SubscriptionState};
 use super::pass::BillingPass;
 use super::{Subscription, billing_actor};
 use crate::alerts::{self, NewAlert};
@@ -149,8 +149,7 @@ impl Domain {
                 applied.changed += 1;
             }
             if let Some(pass) = pass.as_deref_mut() {
-                self.note_license_drift(&tx, pass, sub, &decision, &license, &updated, now)
-                    .await?;
+                self.note_license_drift(&tx, pass, sub, &license, &updated, now).await?;
             }
         }
         if let Some(pass) = pass {
@@ -284,16 +283,11 @@ impl Domain {
     }
 
     /// Notes what a pass found about one license that follows `sub`.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the pass, the subscription, the decision and the license before and after"
-    )]
     async fn note_license_drift(
         &self,
         tx: &DatabaseTransaction,
         pass: &mut BillingPass,
         sub: &Subscription,
-        decision: &Decision,
         before: &license::Model,
         after: &license::Model,
         now: chrono::DateTime<chrono::Utc>,
@@ -373,7 +367,7 @@ impl Domain {
                 true,
             ));
         }
-        if decision.standing == Standing::Unknown {
+        if sub.status == BillingStatus::Unknown {
             findings.push(finding(
                 BillingDriftKind::UnknownStatus,
                 format!(

@@ -13,7 +13,7 @@ use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::Value;
 
-use super::billing_id;
+use super::{billing_id, id_of};
 use crate::db::begin_write;
 use crate::outbox::backoff;
 use crate::{Domain, Error, Result, new_id};
@@ -57,14 +57,6 @@ pub enum ReRead {
     Failed(String),
 }
 
-fn id_field(value: Option<&Value>) -> Option<&str> {
-    match value? {
-        Value::String(s) => Some(s),
-        Value::Object(o) => o.get("id")?.as_str(),
-        _ => None,
-    }
-}
-
 impl StripeEvent {
     /// Reads an event's id, type and the subscription it concerns: the object itself for
     /// `customer.subscription.*`, the object's `subscription` (or, from API 2025-03-31,
@@ -84,9 +76,10 @@ impl StripeEvent {
             .ok_or_else(|| Error::InvalidInput("the event has no type".into()))?;
         let object = value.pointer("/data/object");
         let subscription = match object {
-            Some(o) if o.get("object").and_then(Value::as_str) == Some("subscription") => id_field(o.get("id")),
-            Some(o) => id_field(o.get("subscription"))
-                .or_else(|| id_field(o.pointer("/parent/subscription_details/subscription"))),
+            Some(o) if o.get("object").and_then(Value::as_str) == Some("subscription") => id_of(o.get("id")),
+            Some(o) => {
+                id_of(o.get("subscription")).or_else(|| id_of(o.pointer("/parent/subscription_details/subscription")))
+            }
             None => None,
         };
         Ok(Self {

@@ -76,7 +76,7 @@ pub(crate) fn billing_id(field: &str, value: &str) -> Result<String> {
 }
 
 /// A Stripe id field: a string, or an expanded object with an `id`.
-fn id_of(value: Option<&Value>) -> Option<&str> {
+pub(crate) fn id_of(value: Option<&Value>) -> Option<&str> {
     match value? {
         Value::String(s) => Some(s),
         Value::Object(o) => o.get("id")?.as_str(),
