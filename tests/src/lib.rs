@@ -11,6 +11,7 @@
     reason = "test harness: a failure should stop the test loudly"
 )]
 
+mod billing;
 mod client;
 mod fixtures;
 mod localstripe;
@@ -22,6 +23,10 @@ mod subscriber;
 mod wait;
 mod worker;
 
+pub use billing::{
+    BillingFixture, DAY, WEBHOOK_SECRET, billing_server, expires, license_state, license_until, of_kind, sync_billing,
+    synced, unix,
+};
 pub use client::{ClientMachine, ClientRun};
 pub use fixtures::{
     ACTIVATE, Seeded, activate, activation_request, active_devices, api_token, components, deactivation_file,

@@ -3,8 +3,9 @@
 
 mod access;
 mod audit;
-mod billing;
 mod billing_localstripe;
+mod billing_reconcile;
+mod billing_webhooks;
 mod client;
 mod devices;
 mod licenses;
