@@ -22,14 +22,14 @@ command -v openssl >/dev/null || missing+=(openssl)
 command -v redis-server >/dev/null || missing+=(redis-server)
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
 # The billing tests talk to localstripe (a fake Stripe from PyPI), pinned, in a venv of its own;
-# creating the venv needs Debian's python3-venv.
+# creating the venvs (localstripe, schemathesis below) needs Debian's python3-venv.
 localstripe_version=1.15.10
 localstripe_venv="${XDG_CACHE_HOME:-$HOME/.cache}/licensing-tests/localstripe"
 localstripe_ok() {
   "$localstripe_venv/bin/python" -c \
     "import sys, localstripe; sys.exit(localstripe.__version__ != '$localstripe_version')" 2>/dev/null
 }
-localstripe_ok || /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}..."
   as_root apt-get update -qq
@@ -42,6 +42,16 @@ if ! localstripe_ok; then
   "$localstripe_venv/bin/python" -m pip install -q --disable-pip-version-check "localstripe==$localstripe_version"
 fi
 export LICENSING_TEST_LOCALSTRIPE_PYTHON="$localstripe_venv/bin/python"
+
+# The GraphQL fuzz test runs schemathesis (PyPI), pinned, in a venv of its own.
+schemathesis_version=4.32.5
+schemathesis_venv="${XDG_CACHE_HOME:-$HOME/.cache}/licensing-tests/schemathesis"
+if ! "$schemathesis_venv/bin/schemathesis" --version 2>/dev/null | grep -qF "$schemathesis_version"; then
+  echo "installing schemathesis $schemathesis_version into $schemathesis_venv..."
+  /usr/bin/python3 -m venv --clear "$schemathesis_venv"
+  "$schemathesis_venv/bin/python" -m pip install -q --disable-pip-version-check "schemathesis==$schemathesis_version"
+fi
+export LICENSING_TEST_SCHEMATHESIS="$schemathesis_venv/bin/schemathesis"
 
 work=$(mktemp -d /tmp/licensing-test.XXXXXX)
 chmod 755 "$work"

@@ -74,9 +74,10 @@ async fn fresh_database(backend: Backend, dir: &Path) -> String {
 
 /// A command for a service binary (`licensing-api`, `licensing-worker`) with what every test
 /// service shares: nothing inherited but `PATH`; `data_dir`, `database_url`, the test secret
-/// and the movable clock of one server; its output written to `log`.
+/// and the movable clock of one server; its output appended to `log`.
 pub(crate) fn service_command(name: &str, data_dir: &Path, database_url: &str, log: &Path) -> Command {
-    let log = File::create(log).expect("log file");
+    // Appended to, so a restarted process keeps the log of the one before.
+    let log = File::options().create(true).append(true).open(log).expect("log file");
     let mut command = Command::new(binary(name));
     command
         .env_clear()
@@ -105,6 +106,18 @@ pub struct TestServer {
     /// Which database it runs on.
     pub backend: Backend,
     http: reqwest::Client,
+    port: u16,
+    env: Vec<(String, String)>,
+}
+
+/// Spawns `licensing-api` on `port`, appending to the data directory's `server.log`.
+fn spawn_api(data_dir: &Path, database_url: &str, port: u16, env: &[(String, String)]) -> Child {
+    let mut command = service_command("licensing-api", data_dir, database_url, &data_dir.join("server.log"));
+    command.env("LISTEN_ADDR", format!("127.0.0.1:{port}"));
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.spawn().expect("spawn licensing-api")
 }
 
 impl TestServer {
@@ -118,17 +131,8 @@ impl TestServer {
         let data_dir = tempfile::tempdir().expect("tempdir");
         let database_url = fresh_database(backend, data_dir.path()).await;
         let port = free_port();
-        let mut command = service_command(
-            "licensing-api",
-            data_dir.path(),
-            &database_url,
-            &data_dir.path().join("server.log"),
-        );
-        command.env("LISTEN_ADDR", format!("127.0.0.1:{port}"));
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let child = command.spawn().expect("spawn licensing-api");
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let child = spawn_api(data_dir.path(), &database_url, port, &env);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -142,6 +146,8 @@ impl TestServer {
             owner_token: String::new(),
             backend,
             http,
+            port,
+            env,
         };
         server.wait_until_up().await;
         server.owner_token = std::fs::read_to_string(server.data_dir.path().join("owner-token"))
@@ -149,6 +155,14 @@ impl TestServer {
             .trim()
             .to_owned();
         server
+    }
+
+    /// Kills the server with SIGKILL (nothing flushed, no shutdown hook) and starts it again on
+    /// the same port, data directory and database; waits until it answers.
+    pub async fn kill_and_restart(&mut self) {
+        self.stop();
+        self.child = spawn_api(self.data_dir.path(), &self.database_url, self.port, &self.env);
+        self.wait_until_up().await;
     }
 
     async fn wait_until_up(&mut self) {

@@ -8,6 +8,8 @@ mod billing_reconcile;
 mod billing_webhooks;
 mod client;
 mod devices;
+mod faults;
+mod fuzz;
 mod licenses;
 mod limits;
 mod offline;
