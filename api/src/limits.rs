@@ -89,7 +89,10 @@ mod tests {
         assert!(limiter.check("a").is_ok());
         assert!(limiter.check("a").is_ok());
         assert!(limiter.check("a").is_err_and(|wait| (1..=30).contains(&wait)));
-        assert!(limiter.check("a").is_err(), "a refused attempt does not count, nor free");
+        assert!(
+            limiter.check("a").is_err(),
+            "a refused attempt does not count, nor free"
+        );
         assert!(limiter.check("b").is_ok());
         assert!(limiter.check(&("a", "b")).is_ok(), "any hashable key");
     }

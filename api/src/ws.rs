@@ -265,7 +265,9 @@ impl async_graphql::Executor for SubscriptionsOnly {
             return futures::stream::once(async {
                 refusal(
                     ErrorCode::RateLimited,
-                    &format!("at most {MAX_SUBSCRIPTIONS_PER_SOCKET} subscriptions run on one socket; complete one first"),
+                    &format!(
+                        "at most {MAX_SUBSCRIPTIONS_PER_SOCKET} subscriptions run on one socket; complete one first"
+                    ),
                 )
             })
             .boxed();

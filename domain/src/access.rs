@@ -98,7 +98,10 @@ fn hashing_permits() -> &'static std::sync::Arc<tokio::sync::Semaphore> {
 async fn with_hashing_permit<T: Send + 'static>(wait: bool, work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     let permits = hashing_permits().clone();
     let permit = if wait {
-        permits.acquire_owned().await.map_err(|e| Error::Internal(e.to_string()))?
+        permits
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
     } else {
         permits.try_acquire_owned().map_err(|_| Error::RateLimited(1))?
     };

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
-use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationDefinition, OperationType, Selection, SelectionSet};
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, OperationDefinition, OperationType, Selection, SelectionSet,
+};
 use async_graphql::{Name, Positioned};
 
 /// Root fields that cost real work for a caller who may have no account (argon2, a seat
@@ -104,7 +106,10 @@ mod tests {
 
     #[test]
     fn counts_aliases_fragments_and_inline_fragments() {
-        assert_eq!(costly("mutation { login(email: \"a\", password: \"b\") { token } }", None), 1);
+        assert_eq!(
+            costly("mutation { login(email: \"a\", password: \"b\") { token } }", None),
+            1
+        );
         assert_eq!(costly("mutation { a: login { token } b: login { token } }", None), 2);
         assert_eq!(
             costly(
@@ -114,16 +119,25 @@ mod tests {
             2
         );
         assert_eq!(
-            costly("mutation { ...F ...F } fragment F on Mutation { login { token } }", None),
+            costly(
+                "mutation { ...F ...F } fragment F on Mutation { login { token } }",
+                None
+            ),
             2
         );
         assert_eq!(costly("{ viewer { role } }", None), 0);
         assert_eq!(
-            costly("mutation A { login { token } } mutation B { a: login { token } b: login { token } }", Some("A")),
+            costly(
+                "mutation A { login { token } } mutation B { a: login { token } b: login { token } }",
+                Some("A")
+            ),
             1
         );
         assert_eq!(
-            costly("mutation A { login { token } } mutation B { a: login { token } b: login { token } }", None),
+            costly(
+                "mutation A { login { token } } mutation B { a: login { token } b: login { token } }",
+                None
+            ),
             2
         );
     }
