@@ -15,6 +15,7 @@ use secrecy::SecretString;
 /// | `REDIS_URL` | unset | live alerts come from the Redis channel the workers publish on |
 /// | `WORKERS` | `embedded` | `embedded`: this process also runs the job workers; `off`: run `licensing-worker` |
 /// | `STRIPE_WEBHOOK_SECRET` | unset | verifies `/webhooks/stripe`; unset = billing webhooks are refused (503) |
+/// | `TRUSTED_PROXIES` | unset | comma-separated IPs/CIDRs of reverse proxies whose `X-Forwarded-For` names the client (the right-most entry not itself trusted); unset = the socket's peer is the client |
 /// | `RUST_LOG` | `info,sqlx=warn` | log filter |
 pub struct Config {
     /// What every server process shares.
@@ -29,13 +30,16 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// The Stripe webhook signing secret.
     pub stripe_webhook_secret: Option<SecretString>,
+    /// The reverse proxies trusted to say who the client is.
+    pub trusted_proxies: crate::proxies::TrustedProxies,
 }
 
 impl Config {
     /// Reads the environment.
     ///
     /// # Errors
-    /// As [`Settings::from_env`]; an unknown `LICENSING_ENV` or `WORKERS`.
+    /// As [`Settings::from_env`]; an unknown `LICENSING_ENV` or `WORKERS`; a `TRUSTED_PROXIES`
+    /// entry that is not an IP address or CIDR network.
     pub fn from_env() -> anyhow::Result<Self> {
         let production = match env("LICENSING_ENV").as_deref() {
             None | Some("development") => false,
@@ -47,6 +51,8 @@ impl Config {
             Some("off") => false,
             Some(other) => bail!("WORKERS must be embedded or off, not {other:?}"),
         };
+        let trusted_proxies = crate::proxies::TrustedProxies::parse(&env("TRUSTED_PROXIES").unwrap_or_default())
+            .map_err(|e| anyhow::anyhow!("TRUSTED_PROXIES: {e}"))?;
         Ok(Self {
             settings: Settings::from_env()?,
             listen_addr: env("LISTEN_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
@@ -54,6 +60,7 @@ impl Config {
             embedded_workers,
             redis_url: env("REDIS_URL"),
             stripe_webhook_secret: env("STRIPE_WEBHOOK_SECRET").map(SecretString::from),
+            trusted_proxies,
         })
     }
 }

@@ -12,7 +12,6 @@ use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
-use async_graphql_actix_web::GraphQLSubscription;
 use domain::Domain;
 use tracing::Instrument as _;
 
@@ -43,6 +42,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// `STRIPE_WEBHOOK_SECRET`; unset = billing webhooks are refused (503).
     pub stripe_webhook_secret: Option<std::sync::Arc<secrecy::SecretString>>,
+    /// `TRUSTED_PROXIES`: whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: std::sync::Arc<crate::proxies::TrustedProxies>,
+    /// The open subscription sockets per client address.
+    pub sockets: crate::ws::Sockets,
 }
 
 /// Registers the routes on an actix app.
@@ -123,13 +126,18 @@ fn authorization_header(req: &HttpRequest) -> Option<&str> {
         .map(|v| v.to_str().unwrap_or_default())
 }
 
-/// The socket's peer, never a client-supplied Forwarded / X-Forwarded-For header (which would
-/// let a client pick a fresh address for every login attempt).
-fn client_ip(req: &HttpRequest) -> ClientIp {
-    ClientIp(
-        req.peer_addr()
-            .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string()),
-    )
+/// The socket's peer; when that peer is a trusted proxy (`TRUSTED_PROXIES`), the right-most
+/// `X-Forwarded-For` entry that is not itself one. Without trusted proxies a client-supplied
+/// header is never read (it would let a client pick a fresh address for every login attempt).
+fn client_ip(state: &AppState, req: &HttpRequest) -> ClientIp {
+    let Some(peer) = req.peer_addr().map(|addr| addr.ip()) else {
+        return ClientIp("unknown".to_owned());
+    };
+    let forwarded_for = req
+        .headers()
+        .get_all(header::HeaderName::from_static("x-forwarded-for"))
+        .filter_map(|value| value.to_str().ok());
+    ClientIp(state.trusted_proxies.client(peer, forwarded_for).to_string())
 }
 
 /// Runs one operation for `caller` (authenticated here when the body reader did not have to).
@@ -142,14 +150,26 @@ async fn execute(
     let request_id = request_id(req);
     let span = tracing::info_span!("graphql", request_id = %request_id);
     async {
+        // Refused before anything runs (or authenticates): a document holding more than one
+        // of the expensive anonymous fields.
+        let prepared = match state.schemas.prepare(&mut request) {
+            Ok(prepared) => prepared,
+            Err(refused) => {
+                state
+                    .metrics
+                    .graphql_errors
+                    .with_label_values(&[ErrorCode::InvalidInput.as_str()])
+                    .inc();
+                return HttpResponse::Ok().json(async_graphql::Response::from_errors(vec![refused]));
+            }
+        };
         let caller = match caller {
             Some(caller) => caller,
             None => self::caller(state, authorization_header(req), &request_id).await,
         };
-        let prepared = state.schemas.prepare(&mut request);
         let request = request
             .data(caller)
-            .data(client_ip(req))
+            .data(client_ip(state, req))
             .data(RequestId(request_id.clone()));
         let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, prepared.schema.execute(request)).await {
             Ok(response) => {
@@ -332,9 +352,10 @@ async fn graphql_get(state: web::Data<AppState>, req: HttpRequest, params: web::
     execute(&state, &req, request, None).await
 }
 
-/// Subscriptions over websocket (`graphql-transport-ws`). The caller is the `Authorization`
-/// of the `connection_init` payload (`{"Authorization": "Bearer <token>"}`), else the upgrade
-/// request's header; no token, or one that does not authenticate, closes the connection.
+/// Subscriptions over websocket (`graphql-transport-ws`; limits in [`crate::ws`]). The caller
+/// is the `Authorization` of the `connection_init` payload (`{"Authorization": "Bearer
+/// <token>"}`), else the upgrade request's header; no token, or one that does not authenticate,
+/// closes the connection. Past the open sockets allowed per address: 429 `RATE_LIMITED`.
 async fn graphql_ws(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -342,83 +363,48 @@ async fn graphql_ws(
 ) -> actix_web::Result<HttpResponse> {
     let request_id = request_id(&req);
     let header = authorization_header(&req).map(str::to_owned);
-    let ip = client_ip(&req);
-    let schema = SubscriptionsOnly(state.schemas.main.clone());
+    let ip = client_ip(&state, &req);
+    let Some(slot) = state.sockets.open(&ip.0) else {
+        return Ok(error_body(
+            actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            &format!(
+                "at most {} websockets per client address; close one first",
+                crate::ws::MAX_SOCKETS_PER_ADDRESS
+            ),
+        ));
+    };
+    let schema = state.schemas.main.clone();
     let state = state.into_inner();
-    GraphQLSubscription::new(schema)
-        .on_connection_init(move |init: serde_json::Value| async move {
-            let authorization = ["Authorization", "authorization"]
-                .iter()
-                .find_map(|k| init.get(*k).and_then(serde_json::Value::as_str).map(str::to_owned))
-                .or(header);
-            let caller = caller(&state, authorization.as_deref(), &request_id).await;
-            match &caller {
-                Caller::Authenticated(_) => {}
-                Caller::Anonymous => {
-                    return Err(async_graphql::Error::new(
-                        "send {\"Authorization\": \"Bearer <token>\"} in the connection_init payload",
-                    ));
-                }
-                Caller::Invalid(message) => return Err(async_graphql::Error::new(message.clone())),
+    let on_init = move |init: serde_json::Value| async move {
+        let authorization = ["Authorization", "authorization"]
+            .iter()
+            .find_map(|k| init.get(*k).and_then(serde_json::Value::as_str).map(str::to_owned))
+            .or(header);
+        let caller = caller(&state, authorization.as_deref(), &request_id).await;
+        match &caller {
+            Caller::Authenticated(_) => {}
+            Caller::Anonymous => {
+                return Err(async_graphql::Error::new(
+                    "send {\"Authorization\": \"Bearer <token>\"} in the connection_init payload",
+                ));
             }
-            let token = authorization
-                .as_deref()
-                .and_then(|a| a.strip_prefix("Bearer "))
-                .map(|t| SocketToken(t.trim().to_owned()));
-            let mut data = async_graphql::Data::default();
-            data.insert(caller);
-            data.insert(ip);
-            data.insert(RequestId(request_id));
-            if let Some(token) = token {
-                data.insert(token);
-            }
-            Ok(data)
-        })
-        .start(&req, payload)
-}
-
-/// The websocket's executor: subscriptions only. Queries and mutations go to `POST /graphql`,
-/// where the timeout, the document cache and error masking apply.
-#[derive(Clone)]
-struct SubscriptionsOnly(crate::graphql::AppSchema);
-
-impl SubscriptionsOnly {
-    fn refused() -> async_graphql::Response {
-        let mut err = async_graphql::ServerError::new(
-            "only subscriptions run over /graphql/ws; send queries and mutations with POST /graphql",
-            None,
-        );
-        err.extensions
-            .get_or_insert_with(Default::default)
-            .set("code", ErrorCode::InvalidInput.as_str());
-        async_graphql::Response::from_errors(vec![err])
-    }
-}
-
-impl async_graphql::Executor for SubscriptionsOnly {
-    async fn execute(&self, _request: async_graphql::Request) -> async_graphql::Response {
-        Self::refused()
-    }
-
-    fn execute_stream(
-        &self,
-        mut request: async_graphql::Request,
-        session_data: Option<std::sync::Arc<async_graphql::Data>>,
-    ) -> futures::stream::BoxStream<'static, async_graphql::Response> {
-        use futures::StreamExt as _;
-        let operation = request.operation_name.clone();
-        // A document that does not parse goes on, for the schema's own error.
-        let other_than_subscription = request.parsed_query().is_ok_and(|document| {
-            document.operations.iter().any(|(name, op)| {
-                op.node.ty != OperationType::Subscription
-                    && (operation.is_none() || name.map(|n| n.as_str()) == operation.as_deref())
-            })
-        });
-        if other_than_subscription {
-            return futures::stream::once(async { Self::refused() }).boxed();
+            Caller::Invalid(message) => return Err(async_graphql::Error::new(message.clone())),
         }
-        async_graphql::Executor::execute_stream(&self.0, request, session_data)
-    }
+        let token = authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .map(|t| SocketToken(t.trim().to_owned()));
+        let mut data = async_graphql::Data::default();
+        data.insert(caller);
+        data.insert(ip);
+        data.insert(RequestId(request_id));
+        if let Some(token) = token {
+            data.insert(token);
+        }
+        Ok(data)
+    };
+    crate::ws::start(&req, payload, schema, slot, on_init)
 }
 
 async fn healthz() -> HttpResponse {

@@ -7,4 +7,6 @@ pub mod graphql;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod proxies;
 pub mod stripe_webhook;
+pub mod ws;

@@ -1,75 +1,85 @@
-//! In-process rate limiting: a sliding window of attempts per key (login attempts per client
-//! address and email; unknown license keys per client address). Good for one API process; a
-//! fleet behind a load balancer shares nothing here.
+//! In-process rate limiting: a budget of attempts per key (login attempts per client address,
+//! and per address and email; unknown license keys per client address; calls per license key
+//! and per device). Good for one API process; a fleet behind a load balancer shares nothing
+//! here.
+//!
+//! Each key's state is one instant (the generic cell rate algorithm, as `governor` uses): a
+//! budget of `max` per `window` allows a burst of `max`, then one more attempt every
+//! `window / max`. The states live in a fixed-capacity `moka` cache keyed by a 64-bit keyed
+//! hash of the key, so a long key costs nothing to keep and a flood of distinct keys evicts
+//! old states instead of growing memory (an evicted key starts afresh: eviction only ever makes
+//! a limiter more lenient, never refuses anyone).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+/// Keys one limiter remembers at most (about 100 bytes each).
+pub const DEFAULT_CAPACITY: u64 = 100_000;
 
 /// Allows `max` attempts per key in any `window`.
 pub struct RateLimiter {
-    max: usize,
+    /// Time one attempt uses of the budget: `window / max`.
+    interval: Duration,
     window: Duration,
-    attempts: Mutex<HashMap<String, VecDeque<Instant>>>,
+    hasher: RandomState,
+    /// Per key hash: the instant at which its budget is whole again.
+    states: moka::sync::Cache<u64, Arc<Mutex<Instant>>>,
 }
 
 impl RateLimiter {
-    /// A limiter of `max` attempts per `window`.
+    /// A limiter of `max` attempts per `window`, remembering up to [`DEFAULT_CAPACITY`] keys.
     #[must_use]
-    pub fn new(max: usize, window: Duration) -> Self {
+    pub fn new(max: u32, window: Duration) -> Self {
+        Self::with_capacity(max, window, DEFAULT_CAPACITY)
+    }
+
+    /// A limiter of `max` attempts per `window`, remembering up to `capacity` keys.
+    #[must_use]
+    pub fn with_capacity(max: u32, window: Duration, capacity: u64) -> Self {
         Self {
-            max,
+            interval: window / max.max(1),
             window,
-            attempts: Mutex::new(HashMap::new()),
+            hasher: RandomState::new(),
+            // A key idle for a whole window has its whole budget again: nothing to remember.
+            states: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_idle(window)
+                .build(),
         }
     }
 
-    /// Counts an attempt for `key`; `Err(seconds)` says how long to wait when over the limit.
+    /// Counts an attempt for `key`; `Err(seconds)` says how long to wait when over the limit
+    /// (a refused attempt is not counted).
     ///
     /// # Errors
-    /// The seconds until the oldest attempt leaves the window.
-    pub fn check(&self, key: &str) -> Result<(), u64> {
-        self.over_limit(key, true)
-    }
-
-    /// Whether `key` is over the limit now, without counting an attempt (for limits on
-    /// failures only: look first, [`Self::record`] a failure after).
-    ///
-    /// # Errors
-    /// The seconds until the oldest attempt leaves the window.
-    pub fn peek(&self, key: &str) -> Result<(), u64> {
-        self.over_limit(key, false)
-    }
-
-    /// Counts an attempt for `key` (over the limit or not).
-    pub fn record(&self, key: &str) {
-        let mut attempts = self.attempts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        attempts.entry(key.to_owned()).or_default().push_back(Instant::now());
-    }
-
-    fn over_limit(&self, key: &str, count: bool) -> Result<(), u64> {
+    /// The whole seconds (at least 1) until one more attempt fits in the budget.
+    pub fn check<K: Hash + ?Sized>(&self, key: &K) -> Result<(), u64> {
         let now = Instant::now();
-        let mut attempts = self.attempts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if attempts.len() > 10_000 {
-            attempts.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) < self.window));
+        let state = self
+            .states
+            .get_with(self.hasher.hash_one(key), || Arc::new(Mutex::new(now)));
+        let mut full_at = state.lock().unwrap_or_else(PoisonError::into_inner);
+        let next = (*full_at).max(now) + self.interval;
+        let ahead = next.duration_since(now);
+        if ahead > self.window {
+            let wait = ahead - self.window;
+            return Err(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
         }
-        let times = attempts.entry(key.to_owned()).or_default();
-        while times.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
-            times.pop_front();
-        }
-        if times.len() >= self.max {
-            let oldest = times.front().copied().unwrap_or(now);
-            let wait = self.window.saturating_sub(now.duration_since(oldest));
-            return Err(wait.as_secs().max(1));
-        }
-        if count {
-            times.push_back(now);
-        }
+        *full_at = next;
         Ok(())
+    }
+
+    /// How many keys are remembered now (for tests of the bound).
+    #[must_use]
+    pub fn remembered(&self) -> u64 {
+        self.states.run_pending_tasks();
+        self.states.entry_count()
     }
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 
@@ -78,16 +88,56 @@ mod tests {
         let limiter = RateLimiter::new(2, Duration::from_secs(60));
         assert!(limiter.check("a").is_ok());
         assert!(limiter.check("a").is_ok());
-        assert!(limiter.check("a").is_err_and(|wait| (1..=60).contains(&wait)));
+        assert!(limiter.check("a").is_err_and(|wait| (1..=30).contains(&wait)));
+        assert!(
+            limiter.check("a").is_err(),
+            "a refused attempt does not count, nor free"
+        );
         assert!(limiter.check("b").is_ok());
+        assert!(limiter.check(&("a", "b")).is_ok(), "any hashable key");
     }
 
     #[test]
-    fn peek_does_not_count() {
-        let limiter = RateLimiter::new(1, Duration::from_secs(60));
-        assert!(limiter.peek("a").is_ok());
-        assert!(limiter.peek("a").is_ok());
-        limiter.record("a");
-        assert!(limiter.peek("a").is_err());
+    fn the_budget_comes_back_over_the_window() {
+        let limiter = RateLimiter::new(4, Duration::from_millis(400));
+        for _ in 0..4 {
+            assert!(limiter.check("a").is_ok());
+        }
+        assert!(limiter.check("a").is_err());
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(limiter.check("a").is_ok(), "one attempt per window / max comes back");
+        assert!(limiter.check("a").is_err());
+    }
+
+    #[test]
+    fn retry_after_is_when_one_more_fits() {
+        let limiter = RateLimiter::new(5, Duration::from_secs(60));
+        for _ in 0..5 {
+            assert!(limiter.check("k").is_ok());
+        }
+        assert_eq!(limiter.check("k"), Err(12), "60 s / 5 = one attempt back every 12 s");
+    }
+
+    #[test]
+    fn memory_is_bounded_whatever_the_keys() {
+        let limiter = RateLimiter::with_capacity(5, Duration::from_secs(60), 1_000);
+        let long = "x".repeat(64 * 1024);
+        for i in 0..20_000 {
+            assert!(limiter.check(&(i, long.as_str())).is_ok());
+        }
+        assert!(limiter.remembered() <= 1_000, "{}", limiter.remembered());
+    }
+
+    #[test]
+    fn concurrent_attempts_are_counted_once_each() {
+        let limiter = Arc::new(RateLimiter::new(100, Duration::from_secs(60)));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let limiter = limiter.clone();
+                std::thread::spawn(move || (0..50).filter(|_| limiter.check("shared").is_ok()).count())
+            })
+            .collect();
+        let allowed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(allowed, 100);
     }
 }

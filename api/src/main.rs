@@ -82,6 +82,8 @@ async fn serve(config: Config, domain: Domain) -> anyhow::Result<()> {
         domain: domain.clone(),
         metrics: api::metrics::Metrics::new()?,
         stripe_webhook_secret: config.stripe_webhook_secret.clone().map(std::sync::Arc::new),
+        trusted_proxies: std::sync::Arc::new(config.trusted_proxies.clone()),
+        sockets: api::ws::Sockets::default(),
     };
     let server = HttpServer::new(move || {
         App::new()

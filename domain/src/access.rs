@@ -62,7 +62,7 @@ pub struct Session {
     pub expires_at: DateTime<Utc>,
 }
 
-fn hash_password(password: &str) -> Result<String> {
+fn hash_password_now(password: &str) -> Result<String> {
     let salt = SaltString::encode_b64(&random_bytes::<16>()).map_err(|e| Error::Internal(e.to_string()))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
@@ -78,7 +78,45 @@ fn verify_password(password: &str, phc: &str) -> bool {
 /// failed login takes the same time either way.
 fn dummy_hash() -> &'static str {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DUMMY.get_or_init(|| hash_password(&URL_SAFE_NO_PAD.encode(random_bytes::<16>())).unwrap_or_default())
+    DUMMY.get_or_init(|| hash_password_now(&URL_SAFE_NO_PAD.encode(random_bytes::<16>())).unwrap_or_default())
+}
+
+/// Password hashes computed at once by the whole process: about one per core. argon2 runs on
+/// the blocking pool, never on the threads that serve requests, and a login that finds every
+/// permit taken is refused at once ([`Error::RateLimited`]) rather than queued.
+fn hashing_permits() -> &'static std::sync::Arc<tokio::sync::Semaphore> {
+    static PERMITS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        std::sync::Arc::new(tokio::sync::Semaphore::new(cores))
+    })
+}
+
+/// Runs `work` (argon2) on the blocking pool under a hashing permit: waits for one when `wait`,
+/// else answers [`Error::RateLimited`] when none is free. The permit is held until the work
+/// ends, even if the caller stops waiting (a timed-out request), so the bound is on CPU.
+async fn with_hashing_permit<T: Send + 'static>(wait: bool, work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let permits = hashing_permits().clone();
+    let permit = if wait {
+        permits
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+    } else {
+        permits.try_acquire_owned().map_err(|_| Error::RateLimited(1))?
+    };
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        work()
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("password hashing stopped: {e}")))
+}
+
+/// An argon2 hash of `password` (for staff setting one: waits for a hashing permit).
+async fn hash_password(password: &str) -> Result<String> {
+    let password = password.to_owned();
+    with_hashing_permit(true, move || hash_password_now(&password)).await?
 }
 
 fn token_json(t: &api_token::Model) -> serde_json::Value {
@@ -254,7 +292,10 @@ impl Domain {
         if existing.is_some() {
             return Err(Error::InvalidInput(format!("a staff user with email {email} exists")));
         }
-        let password_hash = password.as_deref().map(hash_password).transpose()?;
+        let password_hash = match password.as_deref() {
+            Some(password) => Some(hash_password(password).await?),
+            None => None,
+        };
         Ok(staff_user::ActiveModel {
             id: Set(new_id()),
             vendor_id: Set(vendor_id.to_owned()),
@@ -344,7 +385,7 @@ impl Domain {
         }
         let had_password = user.password_hash.is_some();
         let mut model: staff_user::ActiveModel = user.into();
-        model.password_hash = Set(Some(hash_password(password)?));
+        model.password_hash = Set(Some(hash_password(password).await?));
         model.updated_at = Set(now);
         let user = model.update(&tx).await?;
         // Changing a password ends the user's sessions, except the one changing its own.
@@ -388,7 +429,8 @@ impl Domain {
     ///
     /// # Errors
     /// [`Error::Unauthenticated`] for a wrong email or password (the same answer, in the same
-    /// time); [`Error::InvalidInput`] when the email is in several vendors and no slug was given.
+    /// time); [`Error::InvalidInput`] when the email is in several vendors and no slug was given;
+    /// [`Error::RateLimited`] when every password-hashing permit is taken.
     pub async fn login(
         &self,
         email: &str,
@@ -410,21 +452,27 @@ impl Domain {
         }
         let users = staff_user::Entity::find().filter(condition).all(&self.db).await?;
         // The password is checked before anything else is said, so a wrong one reveals nothing
-        // (not even that the email exists, or exists in several vendors).
-        let mut matching: Vec<staff_user::Model> = Vec::new();
-        let mut checked = 0;
-        for user in users {
-            if let Some(hash) = user.password_hash.as_deref() {
-                checked += 1;
-                if verify_password(password, hash) {
-                    matching.push(user);
+        // (not even that the email exists, or exists in several vendors). argon2 runs off the
+        // request threads, under a process-wide permit (none free: RATE_LIMITED at once).
+        let password = password.to_owned();
+        let mut matching: Vec<staff_user::Model> = with_hashing_permit(false, move || {
+            let mut matching = Vec::new();
+            let mut checked = 0;
+            for user in users {
+                if let Some(hash) = user.password_hash.as_deref() {
+                    checked += 1;
+                    if verify_password(&password, hash) {
+                        matching.push(user);
+                    }
                 }
             }
-        }
-        if checked == 0 {
-            // As much work as a real check, so an unknown email answers in the same time.
-            verify_password(password, dummy_hash());
-        }
+            if checked == 0 {
+                // As much work as a real check, so an unknown email answers in the same time.
+                verify_password(&password, dummy_hash());
+            }
+            matching
+        })
+        .await?;
         let user = match matching.len() {
             0 => return Err(wrong()),
             1 => matching.remove(0),

@@ -196,6 +196,12 @@ impl TestServer {
         std::fs::read_to_string(self.data_dir.path().join("server.log")).unwrap_or_default()
     }
 
+    /// The API process's id (to read its memory from `/proc/<pid>/status`).
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The HTTP client.
     #[must_use]
     pub fn http(&self) -> &reqwest::Client {

@@ -7,7 +7,7 @@ use entity::{api_token, staff_user};
 use crate::graphql::connection::{Connection, from_page, page_request};
 use crate::graphql::context::{ClientIp, ContextExt};
 use crate::graphql::enums::Role;
-use crate::graphql::error::{ApiError, ApiResult};
+use crate::graphql::error::{ApiError, ApiResult, ErrorCode};
 use crate::graphql::page_cost;
 use crate::limits::RateLimiter;
 use domain::newtypes::{Email, Text};
@@ -161,8 +161,9 @@ pub struct AccessMutation;
 
 #[Object]
 impl AccessMutation {
-    /// Logs a staff user in and returns a session JWT. Five attempts per minute per client
-    /// address and email; pass `vendorSlug` when the email belongs to several vendors.
+    /// Logs a staff user in and returns a session JWT. Twenty attempts per minute per client
+    /// address, five per address and email; pass `vendorSlug` when the email belongs to
+    /// several vendors. At most one `login` per request.
     async fn login(
         &self,
         ctx: &Context<'_>,
@@ -170,11 +171,22 @@ impl AccessMutation {
         password: String,
         vendor_slug: Option<String>,
     ) -> ApiResult<Session> {
+        // The email is checked (and its length capped) before it reaches any limiter.
+        if email.len() > MAX_LOGIN_EMAIL_BYTES {
+            return Err(ApiError::new(ErrorCode::InvalidInput, "email is not an email address"));
+        }
+        let email = Email::try_from(email.as_str())?;
         let ip = ctx.data_opt::<ClientIp>().map_or("unknown", |ip| ip.0.as_str());
         let limiter = ctx.data_unchecked::<std::sync::Arc<LoginLimiter>>();
-        if let Err(seconds) = limiter.0.check(&format!("{ip}|{}", email.trim().to_lowercase())) {
-            return Err(ApiError::rate_limited("login attempts", seconds));
-        }
+        limiter
+            .per_address
+            .check(ip)
+            .map_err(|seconds| ApiError::rate_limited("login attempts from this address", seconds))?;
+        limiter
+            .per_address_and_email
+            .check(&(ip, email.as_str()))
+            .map_err(|seconds| ApiError::rate_limited("login attempts", seconds))?;
+        let email = email.into_inner();
         let domain = ctx.domain();
         let session = domain
             .login(&email, &password, vendor_slug.as_deref(), ctx.request_id())
@@ -239,5 +251,27 @@ impl AccessMutation {
     }
 }
 
-/// The login rate limiter, shared by all requests of the process.
-pub struct LoginLimiter(pub RateLimiter);
+/// Login attempts one client address may make per minute, whatever the emails.
+pub const LOGINS_PER_ADDRESS_PER_MINUTE: u32 = 20;
+/// Login attempts one client address may make per minute for one email.
+pub const LOGINS_PER_ADDRESS_AND_EMAIL_PER_MINUTE: u32 = 5;
+/// Longest email `login` reads (longer: INVALID_INPUT, before any limiter sees it).
+const MAX_LOGIN_EMAIL_BYTES: usize = 320;
+
+/// The login rate limiters, shared by all requests of the process.
+pub struct LoginLimiter {
+    /// Attempts per client address.
+    pub per_address: RateLimiter,
+    /// Attempts per client address and email.
+    pub per_address_and_email: RateLimiter,
+}
+
+impl Default for LoginLimiter {
+    fn default() -> Self {
+        let minute = std::time::Duration::from_secs(60);
+        Self {
+            per_address: RateLimiter::new(LOGINS_PER_ADDRESS_PER_MINUTE, minute),
+            per_address_and_email: RateLimiter::new(LOGINS_PER_ADDRESS_AND_EMAIL_PER_MINUTE, minute),
+        }
+    }
+}

@@ -137,9 +137,11 @@ impl AlertSubscription {
         let vendor_id = actor.vendor_id.clone();
         let domain = ctx.domain().clone();
         let token = ctx.data_opt::<SocketToken>().map(|t| t.0.clone());
+        let recently = ctx.data_unchecked::<std::sync::Arc<SocketAuthCache>>().clone();
         let receiver = ctx.data_unchecked::<AlertFeed>().subscribe();
         Ok(futures::stream::unfold(Some(receiver), move |receiver| {
             let (vendor_id, domain, token) = (vendor_id.clone(), domain.clone(), token.clone());
+            let recently = recently.clone();
             async move {
                 let mut receiver = receiver?;
                 let next = loop {
@@ -158,7 +160,7 @@ impl AlertSubscription {
                     }
                 };
                 if let Some(token) = &token
-                    && let Err(e) = crate::auth::authenticate(&domain, token, None).await
+                    && let Err(e) = recently.authenticate(&domain, token).await
                 {
                     return Some((Err(ApiError::from(e).into()), None));
                 }
@@ -168,5 +170,42 @@ impl AlertSubscription {
                 }
             }
         }))
+    }
+}
+
+/// How long a socket token that authenticated stays trusted before an alert checks it again.
+pub const SOCKET_REAUTH_SECONDS: u64 = 5;
+
+/// Socket tokens that authenticated in the last [`SOCKET_REAUTH_SECONDS`], by SHA-256: the
+/// alerts of every socket with that token skip the database check until then (a burst of
+/// alerts to many dashboards costs one check per token, not one per alert and socket). A
+/// revoked token's subscriptions end at the first alert after that.
+pub struct SocketAuthCache(moka::sync::Cache<[u8; 32], ()>);
+
+impl Default for SocketAuthCache {
+    fn default() -> Self {
+        Self(
+            moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(std::time::Duration::from_secs(SOCKET_REAUTH_SECONDS))
+                .build(),
+        )
+    }
+}
+
+impl SocketAuthCache {
+    /// Whether `token` still authenticates (remembered for a few seconds when it does).
+    ///
+    /// # Errors
+    /// As [`crate::auth::authenticate`].
+    pub async fn authenticate(&self, domain: &domain::Domain, token: &str) -> Result<(), domain::Error> {
+        use sha2::Digest as _;
+        let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        if self.0.contains_key(&key) {
+            return Ok(());
+        }
+        crate::auth::authenticate(domain, token, None).await?;
+        self.0.insert(key, ());
+        Ok(())
     }
 }

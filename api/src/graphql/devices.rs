@@ -311,24 +311,65 @@ pub struct DeviceFilter {
 }
 
 /// Unknown license keys one client address may try per minute (`activateDevice` and
-/// `validateLicense`); past it both answer RATE_LIMITED. Known keys are never counted, so a
-/// fleet behind one address validates as often as it likes.
-pub const MAX_UNKNOWN_KEYS_PER_MINUTE: usize = 60;
+/// `validateLicense`); past it an unknown key answers RATE_LIMITED instead of NOT_FOUND. Only
+/// keys that were not found count or are refused: a known key is never blocked, so a site
+/// behind one address keeps working while someone there guesses.
+pub const MAX_UNKNOWN_KEYS_PER_MINUTE: u32 = 60;
+/// `activateDevice` calls per license key per minute (then RATE_LIMITED with `retryAfter`).
+pub const ACTIVATIONS_PER_KEY_PER_MINUTE: u32 = 300;
+/// `validateLicense` calls per license key per minute (then RATE_LIMITED with `retryAfter`).
+pub const VALIDATIONS_PER_KEY_PER_MINUTE: u32 = 600;
+/// `heartbeat` calls per device per minute (then RATE_LIMITED with `retryAfter`).
+pub const HEARTBEATS_PER_DEVICE_PER_MINUTE: u32 = 60;
 
-/// The limiter of unknown license keys per client address, shared by all requests.
-pub struct UnknownKeyLimiter(pub RateLimiter);
+/// The device-facing rate limiters, shared by all requests.
+pub struct DeviceLimiters {
+    /// Unknown license keys per client address.
+    pub unknown_keys: RateLimiter,
+    /// Activations per license key.
+    pub activations: RateLimiter,
+    /// Validations per license key.
+    pub validations: RateLimiter,
+    /// Heartbeats per device.
+    pub heartbeats: RateLimiter,
+}
 
-/// The client's address, and an error if it tried too many unknown keys lately.
-fn key_guessing_guard<'a>(ctx: &'a Context<'_>) -> ApiResult<(&'a UnknownKeyLimiter, String)> {
-    let ip = ctx
-        .data_opt::<ClientIp>()
-        .map_or_else(|| "unknown".to_owned(), |ip| ip.0.clone());
-    let limiter = ctx.data_unchecked::<std::sync::Arc<UnknownKeyLimiter>>();
-    limiter
-        .0
-        .peek(&ip)
-        .map_err(|seconds| ApiError::rate_limited("unknown license keys", seconds))?;
-    Ok((limiter, ip))
+impl Default for DeviceLimiters {
+    fn default() -> Self {
+        let minute = std::time::Duration::from_secs(60);
+        Self {
+            unknown_keys: RateLimiter::new(MAX_UNKNOWN_KEYS_PER_MINUTE, minute),
+            activations: RateLimiter::new(ACTIVATIONS_PER_KEY_PER_MINUTE, minute),
+            validations: RateLimiter::new(VALIDATIONS_PER_KEY_PER_MINUTE, minute),
+            heartbeats: RateLimiter::new(HEARTBEATS_PER_DEVICE_PER_MINUTE, minute),
+        }
+    }
+}
+
+fn device_limiters<'a>(ctx: &'a Context<'_>) -> &'a DeviceLimiters {
+    ctx.data_unchecked::<std::sync::Arc<DeviceLimiters>>()
+}
+
+/// Counts a call against the budget of the license key as typed (canonical form: a key typed
+/// in lower case or without dashes is the same key). A string that is not a key has no budget:
+/// it is never found, and the unknown-key limit applies to it.
+fn per_key_budget(limiter: &RateLimiter, typed: &str, what: &str) -> ApiResult<()> {
+    match domain::newtypes::LicenseKey::parse(typed) {
+        Ok(key) => limiter
+            .check(key.canonical())
+            .map_err(|seconds| ApiError::rate_limited(what, seconds)),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Counts an unknown key against the caller's address: `Err` when the address is past
+/// [`MAX_UNKNOWN_KEYS_PER_MINUTE`].
+fn unknown_key_guard(ctx: &Context<'_>) -> ApiResult<()> {
+    let ip = ctx.data_opt::<ClientIp>().map_or("unknown", |ip| ip.0.as_str());
+    device_limiters(ctx)
+        .unknown_keys
+        .check(ip)
+        .map_err(|seconds| ApiError::rate_limited("unknown license keys", seconds))
 }
 
 /// Device queries.
@@ -375,7 +416,11 @@ impl DeviceMutation {
     /// returns the same device; a new one takes a seat or gets ACTIVATION_LIMIT_REACHED.
     async fn activate_device(&self, ctx: &Context<'_>, input: ActivateDeviceInput) -> ApiResult<Activation> {
         let domain = ctx.domain();
-        let (limiter, ip) = key_guessing_guard(ctx)?;
+        per_key_budget(
+            &device_limiters(ctx).activations,
+            &input.license_key,
+            "activations of this license key",
+        )?;
         let input = domain::devices::ActivateInput {
             license_key: input.license_key,
             fingerprint: Fingerprint::try_from(input.fingerprint.as_str())?,
@@ -390,11 +435,13 @@ impl DeviceMutation {
                 .transpose()?,
             variables: input.variables.map(|v| JsonObject::try_from(v.0)).transpose()?,
         };
-        let activation = domain.activate_device(input, ctx.request_id()).await.inspect_err(|e| {
-            if matches!(e, domain::Error::NotFound("license")) {
-                limiter.0.record(&ip);
+        let activation = match domain.activate_device(input, ctx.request_id()).await {
+            Err(err @ domain::Error::NotFound("license")) => {
+                unknown_key_guard(ctx)?;
+                return Err(err.into());
             }
-        })?;
+            other => other?,
+        };
         let scope = Some(Scope::new(domain, activation.actor));
         Ok(Activation {
             device: Device::scoped(activation.device, scope),
@@ -407,7 +454,11 @@ impl DeviceMutation {
     /// A bad key is `valid: false, code: NOT_FOUND`, never an error.
     async fn validate_license(&self, ctx: &Context<'_>, input: ValidateLicenseInput) -> ApiResult<Validation> {
         let domain = ctx.domain();
-        let (limiter, ip) = key_guessing_guard(ctx)?;
+        per_key_budget(
+            &device_limiters(ctx).validations,
+            &input.license_key,
+            "validations of this license key",
+        )?;
         let outcome = domain
             .validate_license(
                 domain::devices::ValidateInput {
@@ -420,7 +471,7 @@ impl DeviceMutation {
             )
             .await?;
         if outcome.verdict.code == protocol::validation::ValidationCode::NotFound {
-            limiter.0.record(&ip);
+            unknown_key_guard(ctx)?;
         }
         let scope = outcome.actor.map(|actor| Scope::new(domain, actor));
         Ok(Validation {
@@ -434,7 +485,14 @@ impl DeviceMutation {
 
     /// Records the calling device's heartbeat (device token).
     async fn heartbeat(&self, ctx: &Context<'_>) -> ApiResult<Heartbeat> {
-        let outcome = ctx.domain().heartbeat(ctx.actor()?).await?;
+        let actor = ctx.actor()?;
+        if let domain::ActorKind::Device { device_id, .. } = &actor.kind {
+            device_limiters(ctx)
+                .heartbeats
+                .check(device_id.as_str())
+                .map_err(|seconds| ApiError::rate_limited("heartbeats from this device", seconds))?;
+        }
+        let outcome = ctx.domain().heartbeat(actor).await?;
         Ok(Heartbeat {
             device: outcome.device.into(),
             next_heartbeat_due_at: outcome.next_heartbeat_due_at,

@@ -12,6 +12,7 @@ pub mod connection;
 pub mod context;
 pub mod customers;
 pub mod devices;
+pub mod document;
 pub mod emails;
 pub mod enums;
 pub mod error;
@@ -20,12 +21,11 @@ pub mod loaders;
 pub mod usage;
 pub mod vendor;
 
-use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet};
+use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{MergedObject, MergedSubscription, Schema, ServerError};
 use domain::Domain;
 
 use crate::graphql::error::ErrorCode;
-use crate::limits::RateLimiter;
 
 /// Deepest selection allowed.
 pub const MAX_DEPTH: usize = 10;
@@ -120,20 +120,16 @@ impl Schemas {
     /// introspection and "did you mean" suggestions are off.
     #[must_use]
     pub fn new(domain: &Domain, alert_feed: &worker::alert_feed::AlertFeed, production: bool) -> Self {
-        let unknown_keys = std::sync::Arc::new(devices::UnknownKeyLimiter(RateLimiter::new(
-            devices::MAX_UNKNOWN_KEYS_PER_MINUTE,
-            std::time::Duration::from_secs(60),
-        )));
-        let limiter = std::sync::Arc::new(access::LoginLimiter(RateLimiter::new(
-            5,
-            std::time::Duration::from_secs(60),
-        )));
+        let device_limiters = std::sync::Arc::new(devices::DeviceLimiters::default());
+        let login_limiter = std::sync::Arc::new(access::LoginLimiter::default());
+        let socket_auth = std::sync::Arc::new(alerts::SocketAuthCache::default());
         let build = |depth: usize, mode: async_graphql::ValidationMode| {
             let builder = Schema::build(Query::default(), Mutation::default(), Subscription::default())
                 .data(domain.clone())
                 .data(alert_feed.clone())
-                .data(limiter.clone())
-                .data(unknown_keys.clone())
+                .data(login_limiter.clone())
+                .data(device_limiters.clone())
+                .data(socket_auth.clone())
                 .validation_mode(mode)
                 .limit_depth(depth)
                 .limit_complexity(MAX_COMPLEXITY)
@@ -156,30 +152,57 @@ impl Schemas {
     /// Chooses the schema for `request`: the fast one for a query text validated before, the
     /// introspection one when every root field of the selected operation (through fragments)
     /// is `__schema`, `__type` or `__typename`, else the main one.
-    pub fn prepare(&self, request: &mut async_graphql::Request) -> Prepared<'_> {
+    ///
+    /// # Errors
+    /// `INVALID_INPUT` for a document holding more than one of
+    /// [`document::ONE_PER_DOCUMENT`] (nothing of it runs).
+    pub fn prepare(&self, request: &mut async_graphql::Request) -> Result<Prepared<'_>, ServerError> {
+        let operation_name = request.operation_name.clone();
+        let one_per_document = |doc: &ExecutableDocument| {
+            if document::costly_fields(doc, operation_name.as_deref()) > 1 {
+                let mut err = ServerError::new(
+                    format!(
+                        "send at most one of {} per request",
+                        document::ONE_PER_DOCUMENT.join(", ")
+                    ),
+                    None,
+                );
+                err.extensions
+                    .get_or_insert_with(Default::default)
+                    .set("code", ErrorCode::InvalidInput.as_str());
+                return Err(err);
+            }
+            Ok(())
+        };
         if let Some(doc) = self.validated.get(&request.query) {
+            one_per_document(&doc)?;
             request.set_parsed_query(doc);
-            return Prepared {
+            return Ok(Prepared {
                 schema: &self.fast,
                 to_remember: None,
-            };
+            });
         }
-        let operation_name = request.operation_name.clone();
         let query = request.query.clone();
-        match (&self.introspection, request.parsed_query()) {
-            (Some(introspection), Ok(doc)) if introspects_only(doc, operation_name.as_deref()) => Prepared {
+        let Ok(doc) = request.parsed_query() else {
+            // A document that does not parse runs on, for the schema's own error.
+            return Ok(Prepared {
+                schema: &self.main,
+                to_remember: None,
+            });
+        };
+        one_per_document(doc)?;
+        if let Some(introspection) = &self.introspection
+            && document::introspects_only(doc, operation_name.as_deref())
+        {
+            return Ok(Prepared {
                 schema: introspection,
                 to_remember: None,
-            },
-            (_, Ok(doc)) => Prepared {
-                schema: &self.main,
-                to_remember: Some((query, doc.clone())),
-            },
-            (_, Err(_)) => Prepared {
-                schema: &self.main,
-                to_remember: None,
-            },
+            });
         }
+        Ok(Prepared {
+            schema: &self.main,
+            to_remember: Some((query, doc.clone())),
+        })
     }
 
     /// Remembers a document that ran without parse or validation errors (every error, if
@@ -191,34 +214,6 @@ impl Schemas {
         }
         self.validated.insert(query, doc);
     }
-}
-
-/// Whether the selected operation of `doc` only asks for introspection fields.
-fn introspects_only(doc: &ExecutableDocument, operation_name: Option<&str>) -> bool {
-    fn walk(doc: &ExecutableDocument, set: &SelectionSet, seen: &mut Vec<String>) -> bool {
-        set.items.iter().all(|selection| match &selection.node {
-            Selection::Field(field) => matches!(field.node.name.node.as_str(), "__schema" | "__type" | "__typename"),
-            Selection::InlineFragment(inline) => walk(doc, &inline.node.selection_set.node, seen),
-            Selection::FragmentSpread(spread) => {
-                let name = spread.node.fragment_name.node.to_string();
-                if seen.contains(&name) {
-                    return false;
-                }
-                seen.push(name);
-                doc.fragments
-                    .get(&spread.node.fragment_name.node)
-                    .is_some_and(|fragment| walk(doc, &fragment.node.selection_set.node, seen))
-            }
-        })
-    }
-    let operation = match (&doc.operations, operation_name) {
-        (DocumentOperations::Single(op), _) => Some(op),
-        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
-        (DocumentOperations::Multiple(_), None) => None,
-    };
-    operation
-        .is_some_and(|op| op.node.ty == OperationType::Query && walk(doc, &op.node.selection_set.node, &mut Vec::new()))
 }
 
 /// The SDL of the schema, as written to `schema.graphql`.

@@ -712,8 +712,9 @@ async fn seat_races(backend: Backend) {
 }
 on_both_databases!(seat_races_release_each_seat_once, seat_races);
 
-/// Guessing keys: past 60 unknown keys a minute, a client address gets RATE_LIMITED on both
-/// key-authenticated calls; known keys never count, however often they are used.
+/// Guessing keys: past 60 unknown keys a minute, a client address gets RATE_LIMITED for
+/// unknown keys on both key-authenticated calls; known keys never count and are never
+/// refused, however often they are used.
 async fn key_guessing(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (_, _, key) = license_with_policy(&server, &server.owner_token, "maxActivations: 5").await;
@@ -729,12 +730,15 @@ async fn key_guessing(backend: Backend) {
         };
         assert_eq!(v, json!("NOT_FOUND"), "guess {i}");
     }
-    let res = server.gql(None, VALIDATE, json!({ "in": { "licenseKey": key } })).await;
+    let guess = json!({ "in": { "licenseKey": "AAAAA-AAAAA-AAAAA-AAAAA-99999" } });
+    let res = server.gql(None, VALIDATE, guess).await;
     assert_eq!(error_code(&res), Some("RATE_LIMITED"), "{res}");
     assert!(res["errors"][0]["extensions"]["retryAfter"].as_u64().is_some());
     assert_eq!(
-        error_code(&activate(&server, &key, "y", json!([])).await),
+        error_code(&activate(&server, "AAAAA-AAAAA-AAAAA-AAAAA-99998", "y", json!([])).await),
         Some("RATE_LIMITED")
     );
+    assert_eq!(validate(&server, json!({ "licenseKey": key })).await["code"], "VALID");
+    assert!(activate(&server, &key, "y", json!([])).await.get("errors").is_none());
 }
 on_both_databases!(key_guessing_is_rate_limited, key_guessing);

@@ -2,6 +2,7 @@
 //! of eight keeps a harness change quick to rebuild). `workers.rs` stays a binary of its own.
 
 mod access;
+mod attacks;
 mod audit;
 mod billing_localstripe;
 mod billing_reconcile;
