@@ -109,3 +109,16 @@ pub(super) async fn prune_released(
         .await?;
     Ok(deleted.rows_affected)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_license_keeps_four_released_rows_per_seat_and_at_least_a_hundred() {
+        assert_eq!(released_kept(None), MIN_RELEASED_KEPT);
+        assert_eq!(released_kept(Some(1)), 100);
+        assert_eq!(released_kept(Some(50)), 200);
+        assert_eq!(released_kept(Some(-3)), 100);
+    }
+}
