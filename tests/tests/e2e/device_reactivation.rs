@@ -358,3 +358,92 @@ async fn row_cap(backend: Backend) {
     assert_eq!(device_rows(&server, &license).await.len(), kept, "a new row prunes one");
 }
 on_both_databases!(an_activate_deactivate_loop_stays_at_the_row_cap, row_cap);
+
+const REPORT: &str =
+    "mutation($f: String!) { importUsageReport(file: $f) { acceptedRecords duplicateRecords anomalies { kind } } }";
+
+async fn used(server: &TestServer, license: &str) -> i64 {
+    server
+        .ok(
+            &server.owner_token,
+            "query($id: ID) { license(id: $id) { usage { used } } }",
+            json!({ "id": license }),
+        )
+        .await["license"]["usage"][0]["used"]
+        .as_i64()
+        .unwrap()
+}
+
+/// A re-activation with another device key starts a new usage ledger: the new key's record 1
+/// is neither a continuation nor a fork of the old chain, and the old key signs nothing more.
+async fn new_key_new_ledger(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let owner = server.owner_token.clone();
+    let (_, license, key) =
+        tests::license_with_policy(&server, &owner, "maxActivations: 2, meters: [{code: \"scans\"}]").await;
+    let activate_file = |public: String| {
+        let server = &server;
+        let key = key.clone();
+        async move {
+            let res = server
+                .gql(
+                    None,
+                    "mutation($in: ActivateDeviceInput!) { activateDevice(input: $in) { licenseFile } }",
+                    json!({ "in": { "licenseKey": key, "fingerprint": "r", "devicePublicKey": public } }),
+                )
+                .await;
+            res["data"]["activateDevice"]["licenseFile"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let first = activate_file(device_key(21).1).await;
+    let receipt = server
+        .ok(
+            &owner,
+            REPORT,
+            json!({ "f": tests::usage_report_file(21, &first, &[("scans", 2)]) }),
+        )
+        .await;
+    assert_eq!(receipt["importUsageReport"]["acceptedRecords"], 1, "{receipt}");
+    let acked = tests::verify_license_file(&server, &activate_file(device_key(21).1).await).await;
+    assert_eq!(
+        acked.usage_ack.map(|a| a.seq),
+        Some(1),
+        "the same key goes on with its ledger"
+    );
+
+    let second = activate_file(device_key(22).1).await;
+    let payload = tests::verify_license_file(&server, &second).await;
+    assert!(
+        payload.usage_ack.is_none(),
+        "a new key, a new ledger: nothing acknowledged"
+    );
+    let receipt = server
+        .ok(
+            &owner,
+            REPORT,
+            json!({ "f": tests::usage_report_file(22, &second, &[("scans", 3)]) }),
+        )
+        .await;
+    assert_eq!(
+        receipt["importUsageReport"],
+        json!({ "acceptedRecords": 1, "duplicateRecords": 0, "anomalies": [] }),
+        "record 1 of the new key is new usage, not a fork"
+    );
+    assert_eq!(used(&server, &license).await, 5);
+    let stale = server
+        .gql(
+            Some(&owner),
+            REPORT,
+            json!({ "f": tests::usage_report_file(21, &first, &[("scans", 7)]) }),
+        )
+        .await;
+    assert!(
+        stale.get("errors").is_some(),
+        "the old key no longer signs for the device: {stale}"
+    );
+    assert_eq!(used(&server, &license).await, 5, "nothing of it counted");
+}
+on_both_databases!(a_new_device_key_starts_a_new_ledger, new_key_new_ledger);
