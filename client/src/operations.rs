@@ -120,6 +120,7 @@ mod tests {
             platform: Some("linux-x86_64".into()),
             device_public_key: Some("pk".into()),
             variables: None,
+            key_proof: None,
         };
         let body = ActivateDevice::build_query(activate_device::Variables { input });
         let (query, variables) = sent(&body);

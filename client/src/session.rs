@@ -54,6 +54,9 @@ impl Client {
             platform: Some(detect::platform()),
             device_public_key: Some(offline::encode_public_key(&key.verifying_key())),
             variables: None,
+            // Only for re-activating a live device under `requireDeviceKeyProof`; not sent
+            // when absent, so older servers see the same document as before.
+            key_proof: None,
         };
         let activation = server
             .run::<ActivateDevice>(None, activate_device::Variables { input })?

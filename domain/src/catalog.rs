@@ -67,6 +67,8 @@ pub struct NewPolicy {
     pub subscription_backed: Option<bool>,
     /// How long a linked license outlives its subscription's period end or a lapse (default 7 days).
     pub billing_grace_seconds: Option<i64>,
+    /// Re-activating a live device must prove its device key, or wait for staff (default false).
+    pub require_device_key_proof: Option<bool>,
 }
 
 /// Largest meter limit or overage: far beyond any real allowance, small enough that sums of
@@ -143,6 +145,7 @@ fn policy_json(p: &policy::Model) -> serde_json::Value {
         "grace_seconds": p.grace_seconds, "license_file_ttl_seconds": p.license_file_ttl_seconds,
         "min_component_matches": p.min_component_matches, "entitlements": p.entitlements, "meters": p.meters,
         "subscription_backed": p.subscription_backed, "billing_grace_seconds": p.billing_grace_seconds,
+        "require_device_key_proof": p.require_device_key_proof,
     })
 }
 
@@ -256,6 +259,7 @@ impl Domain {
             meters: Set(MeterList(meters)),
             subscription_backed: Set(new.subscription_backed.unwrap_or(false)),
             billing_grace_seconds: Set(billing_grace_seconds),
+            require_device_key_proof: Set(new.require_device_key_proof.unwrap_or(false)),
             created_at: Set(now),
             updated_at: Set(now),
         }

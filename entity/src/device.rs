@@ -38,6 +38,8 @@ pub struct Model {
     pub heartbeat_deadline_at: Option<DateTimeUtc>,
     pub checked_out_until: Option<DateTimeUtc>,
     pub released_at: Option<DateTimeUtc>,
+    /// When it was last re-activated while it still held a live token.
+    pub reactivated_at: Option<DateTimeUtc>,
     /// Last acknowledged usage-ledger sequence number.
     pub ledger_seq: Option<i64>,
     /// Hash of that ledger record.

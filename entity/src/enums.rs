@@ -159,6 +159,10 @@ pub enum AnomalyKind {
     /// happened).
     #[sea_orm(string_value = "USAGE_OVER_LIMIT")]
     UsageOverLimit,
+    /// A device re-activated (a reinstall, or a takeover of its fingerprint) more than once
+    /// within 24 hours.
+    #[sea_orm(string_value = "DEVICE_REACTIVATION")]
+    DeviceReactivation,
 }
 
 /// Where a usage record came from.

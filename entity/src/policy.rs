@@ -36,6 +36,8 @@ pub struct Model {
     pub subscription_backed: bool,
     /// How long past its subscription's period end (or a lapse first seen) a linked license stays usable.
     pub billing_grace_seconds: i64,
+    /// Re-activating a live device must prove its device key, or wait for staff.
+    pub require_device_key_proof: bool,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

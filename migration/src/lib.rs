@@ -9,6 +9,7 @@ mod m20261124_000001_create_worker_ticks;
 mod m20261202_000001_consumption;
 mod m20261202_000002_anomaly_scan;
 mod m20261202_000003_billing_sync;
+mod m20261202_000004_device_key_proof;
 
 /// Every migration of the licensing database, oldest first.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000001_consumption::Migration),
             Box::new(m20261202_000002_anomaly_scan::Migration),
             Box::new(m20261202_000003_billing_sync::Migration),
+            Box::new(m20261202_000004_device_key_proof::Migration),
         ]
     }
 }

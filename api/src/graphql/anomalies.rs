@@ -41,6 +41,9 @@ pub enum AnomalyKind {
     /// Usage a device reported late took a period past its limit plus overage (it was
     /// counted: the usage happened).
     UsageOverLimit,
+    /// A device re-activated (a reinstall, or a takeover of its fingerprint) more than once
+    /// within 24 hours.
+    DeviceReactivation,
 }
 
 /// Whether staff looked at it.

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use entity::{policy, product};
 
 use crate::graphql::connection::{Connection, from_page, page_request};
-use crate::graphql::context::{ContextExt, Scope};
+use crate::graphql::context::{ContextExt, Scope, scope_of};
 use crate::graphql::enums::{DeadDeviceAction, DeploymentMode, ResetPeriod};
 use crate::graphql::error::{ApiError, ApiResult, ErrorCode};
 use crate::graphql::page_cost;
@@ -117,15 +117,29 @@ pub struct Policy {
     pub subscription_backed: bool,
     /// How long a linked license outlives its subscription's period end, or a lapse from when it was first seen.
     pub billing_grace_seconds: i64,
+    /// Re-activating a live device (same fingerprint) must prove its device key with a
+    /// `deviceKeyChallenge` signature, or wait until staff release the device.
+    pub require_device_key_proof: bool,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// Read under this scope instead of the request's (answers to a license-key holder).
+    #[graphql(skip)]
+    pub scope: Option<Scope>,
 }
 
 #[ComplexObject]
 impl Policy {
     /// The product it belongs to.
     async fn product(&self, ctx: &Context<'_>) -> ApiResult<Product> {
-        load_product(ctx.scope()?, &self.product_id).await
+        load_product(scope_of(ctx, &self.scope)?, &self.product_id).await
+    }
+}
+
+impl Policy {
+    /// A policy read under its own scope (for callers without a token).
+    #[must_use]
+    pub fn scoped(model: policy::Model, scope: Option<Scope>) -> Self {
+        Self { scope, ..model.into() }
     }
 }
 
@@ -171,7 +185,9 @@ impl From<policy::Model> for Policy {
             min_component_matches: p.min_component_matches,
             subscription_backed: p.subscription_backed,
             billing_grace_seconds: p.billing_grace_seconds,
+            require_device_key_proof: p.require_device_key_proof,
             created_at: p.created_at,
+            scope: None,
         }
     }
 }
@@ -221,6 +237,9 @@ pub struct CreatePolicyInput {
     /// How long a linked license outlives its subscription's period end, or a lapse from when
     /// it was first seen; default 604800 (7 days), 0 = not at all.
     pub billing_grace_seconds: Option<i64>,
+    /// Re-activating a live device must prove its device key (a signature over a
+    /// `deviceKeyChallenge` nonce) or wait for staff to release it; default false.
+    pub require_device_key_proof: Option<bool>,
 }
 
 /// Catalog queries.
@@ -244,6 +263,7 @@ impl CatalogQuery {
 
     /// One product.
     async fn product(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Product>> {
+        ctx.actor()?.require(domain::Capability::Read)?;
         Ok(ctx.loaders()?.products.load_one(id.to_string()).await?.map(Into::into))
     }
 
@@ -266,6 +286,7 @@ impl CatalogQuery {
 
     /// One policy.
     async fn policy(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Policy>> {
+        ctx.actor()?.require(domain::Capability::Read)?;
         Ok(ctx.loaders()?.policies.load_one(id.to_string()).await?.map(Into::into))
     }
 }
@@ -310,6 +331,7 @@ impl CatalogMutation {
             meters,
             subscription_backed: input.subscription_backed,
             billing_grace_seconds: input.billing_grace_seconds,
+            require_device_key_proof: input.require_device_key_proof,
         };
         Ok(ctx.domain().create_policy(actor, new).await?.into())
     }

@@ -7,6 +7,7 @@ use entity::device;
 
 use crate::graphql::connection::{Connection, from_page, page_request};
 use crate::graphql::context::{ClientIp, ContextExt, Scope, scope_of};
+use crate::graphql::device_keys::KeyProofInput;
 use crate::graphql::error::{ApiError, ApiResult, ErrorCode};
 use crate::graphql::licenses::License;
 use crate::graphql::page_cost;
@@ -53,7 +54,8 @@ pub enum ValidationCode {
     HeartbeatDead,
 }
 
-/// A device activated on a license.
+/// A device activated on a license. A device token reads only itself (its siblings are not
+/// listed in `License.devices` and not found by id).
 #[derive(Clone)]
 pub struct Device {
     model: device::Model,
@@ -238,6 +240,9 @@ pub struct ActivateDeviceInput {
     pub device_public_key: Option<String>,
     /// A JSON object of your own.
     pub variables: Option<Json<serde_json::Value>>,
+    /// Re-activating a device that is still active under a policy with
+    /// `requireDeviceKeyProof`: proof of the device key it was activated with.
+    pub key_proof: Option<KeyProofInput>,
 }
 
 /// What the shipped software sends to validate.
@@ -413,7 +418,10 @@ pub struct DeviceMutation;
 #[Object]
 impl DeviceMutation {
     /// Activates a device with a license key (no token needed). The same fingerprint again
-    /// returns the same device; a new one takes a seat or gets ACTIVATION_LIMIT_REACHED.
+    /// returns the same device with a new token (the old one is revoked; a second such
+    /// re-activation within 24 h opens a DEVICE_REACTIVATION anomaly; under a policy with
+    /// `requireDeviceKeyProof` a live device must send `keyProof` or be released by staff
+    /// first, else FORBIDDEN); a new one takes a seat or gets ACTIVATION_LIMIT_REACHED.
     async fn activate_device(&self, ctx: &Context<'_>, input: ActivateDeviceInput) -> ApiResult<Activation> {
         let domain = ctx.domain();
         per_key_budget(
@@ -434,6 +442,7 @@ impl DeviceMutation {
                 .map(DevicePublicKey::try_from)
                 .transpose()?,
             variables: input.variables.map(|v| JsonObject::try_from(v.0)).transpose()?,
+            key_proof: input.key_proof.map(Into::into),
         };
         let activation = match domain.activate_device(input, ctx.request_id()).await {
             Err(err @ domain::Error::NotFound("license")) => {

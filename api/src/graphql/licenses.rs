@@ -1,4 +1,11 @@
 //! Licenses: issuing, changing and listing them.
+//!
+//! A device token, and the license-key holder reading an `activateDevice` or
+//! `validateLicense` result, see a license's license-file fields only: id, key (masked),
+//! status, expiry, seats, entitlements, version, its policy and product, its meters' use, and
+//! among its devices only the calling one. The customer is null (personal data), and so are
+//! the status reason, metadata and billing fields; `usageHistory` is FORBIDDEN. Staff and API
+//! tokens see everything their role allows.
 
 use async_graphql::{Context, ID, InputObject, Json, MaybeUndefined, Object};
 use chrono::{DateTime, Utc};
@@ -66,6 +73,22 @@ impl License {
     }
 }
 
+/// Whether `scope` is a device token or a license-key holder: they read the license-file
+/// fields only (see the module doc).
+pub(crate) fn device_reader(scope: &Scope) -> bool {
+    matches!(
+        scope.actor.kind,
+        domain::ActorKind::Device { .. } | domain::ActorKind::Licensee { .. }
+    )
+}
+
+impl License {
+    /// Whether this license is read by a device or a license-key holder.
+    fn for_device(&self, ctx: &Context<'_>) -> ApiResult<bool> {
+        Ok(device_reader(scope_of(ctx, &self.scope)?))
+    }
+}
+
 #[Object]
 impl License {
     /// License id.
@@ -86,9 +109,12 @@ impl License {
         domain::licenses::effective_status(&self.model, ctx.domain().clock.now()).into()
     }
 
-    /// Why it was suspended or revoked.
-    async fn status_reason(&self) -> Option<&str> {
-        self.model.status_reason.as_deref()
+    /// Why it was suspended or revoked (null for devices: staff wrote it for staff).
+    async fn status_reason(&self, ctx: &Context<'_>) -> ApiResult<Option<&str>> {
+        if self.for_device(ctx)? {
+            return Ok(None);
+        }
+        Ok(self.model.status_reason.as_deref())
     }
 
     /// The policy it was issued under.
@@ -99,7 +125,7 @@ impl License {
             .load_one(self.model.policy_id.clone())
             .await?;
         policy
-            .map(Into::into)
+            .map(|p| Policy::scoped(p, self.scope.clone()))
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "policy not found"))
     }
 
@@ -108,11 +134,15 @@ impl License {
         load_product(scope_of(ctx, &self.scope)?, &self.model.product_id).await
     }
 
-    /// The customer it was issued to.
+    /// The customer it was issued to (null for devices and license-key holders: a customer's
+    /// name, email and ids are personal data).
     async fn customer(&self, ctx: &Context<'_>) -> ApiResult<Option<Customer>> {
         let Some(id) = &self.model.customer_id else {
             return Ok(None);
         };
+        if self.for_device(ctx)? {
+            return Ok(None);
+        }
         Ok(scope_of(ctx, &self.scope)?
             .loaders()
             .customers
@@ -121,7 +151,7 @@ impl License {
             .map(Into::into))
     }
 
-    /// The devices activated on it.
+    /// The devices activated on it (for a device token only itself; for a license-key holder none).
     #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn devices(
         &self,
@@ -152,7 +182,7 @@ impl License {
     }
 
     /// Usage of one meter over time by `recordedAt` (default: the last 30 days, in hours),
-    /// empty buckets included; at most 2,000 buckets.
+    /// empty buckets included; at most 2,000 buckets. FORBIDDEN for devices.
     async fn usage_history(
         &self,
         ctx: &Context<'_>,
@@ -161,7 +191,9 @@ impl License {
         to: Option<DateTime<Utc>>,
         bucket: Option<UsageBucket>,
     ) -> ApiResult<Vec<UsagePoint>> {
-        let policy = scope_of(ctx, &self.scope)?
+        let scope = scope_of(ctx, &self.scope)?;
+        scope.actor.require(domain::Capability::Read)?;
+        let policy = scope
             .loaders()
             .policies
             .load_one(self.model.policy_id.clone())
@@ -170,7 +202,7 @@ impl License {
         let bucket = bucket.map_or(domain::usage::UsageBucket::Hour, Into::into);
         let points = ctx
             .domain()
-            .usage_history(ctx.actor()?, &self.model, &policy, &meter, (from, to), bucket)
+            .usage_history(&scope.actor, &self.model, &policy, &meter, (from, to), bucket)
             .await?;
         Ok(points.into_iter().map(Into::into).collect())
     }
@@ -205,18 +237,28 @@ impl License {
         self.model.version
     }
 
-    /// Free-form metadata.
-    async fn metadata(&self) -> Option<Json<serde_json::Value>> {
-        self.model.metadata.clone().map(Json)
+    /// Free-form metadata (null for devices).
+    async fn metadata(&self, ctx: &Context<'_>) -> ApiResult<Option<Json<serde_json::Value>>> {
+        if self.for_device(ctx)? {
+            return Ok(None);
+        }
+        Ok(self.model.metadata.clone().map(Json))
     }
 
-    /// The billing subscription it follows.
-    async fn billing_subscription_id(&self) -> Option<&str> {
-        self.model.billing_subscription_id.as_deref()
+    /// The billing subscription it follows (null for devices).
+    async fn billing_subscription_id(&self, ctx: &Context<'_>) -> ApiResult<Option<&str>> {
+        if self.for_device(ctx)? {
+            return Ok(None);
+        }
+        Ok(self.model.billing_subscription_id.as_deref())
     }
 
-    /// What the billing system last said about that subscription (null until it was read).
+    /// What the billing system last said about that subscription (null until it was read;
+    /// null for devices).
     async fn billing(&self, ctx: &Context<'_>) -> ApiResult<Option<BillingSubscription>> {
+        if self.for_device(ctx)? {
+            return Ok(None);
+        }
         Ok(ctx.domain().license_billing(&self.model).await?.map(Into::into))
     }
 

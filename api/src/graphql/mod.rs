@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod connection;
 pub mod context;
 pub mod customers;
+pub mod device_keys;
 pub mod devices;
 pub mod document;
 pub mod emails;
@@ -64,6 +65,7 @@ pub struct Mutation(
     customers::CustomerMutation,
     licenses::LicenseMutation,
     devices::DeviceMutation,
+    device_keys::DeviceKeyMutation,
     usage::UsageMutation,
     alerts::AlertMutation,
     anomalies::AnomalyMutation,

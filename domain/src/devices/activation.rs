@@ -18,6 +18,7 @@ use serde_json::json;
 
 use super::seats::{seats_taken, take_seat};
 use super::{ActivateInput, Activation, device_json, heartbeat_times, licensee};
+use super::{prune, reactivation};
 use crate::audit::{self, Change};
 use crate::db::begin_write;
 use crate::device_history;
@@ -40,7 +41,8 @@ struct Arrival<'a> {
 
 impl Domain {
     /// Activates a device on a license: the same fingerprint again returns the same device and
-    /// takes no second seat; a new one takes a seat if the cap allows. The activation that
+    /// takes no second seat, with a new token (the old one is revoked: see `reactivation.rs`
+    /// for the key proof and the anomaly rules); a new one takes a seat if the cap allows. The activation that
     /// fills the last seat, and every refusal after it, leave one ACTIVATION_LIMIT_REACHED alert.
     ///
     /// # Errors
@@ -88,6 +90,7 @@ impl Domain {
             platform: Text::optional("platform", request.platform.as_deref())?,
             public_key: Some(DevicePublicKey::try_from(request.device_public_key.as_str())?),
             variables: None,
+            key_proof: None,
         };
         let now = self.clock.now();
         let tx = begin_write(&self.writer).await?;
@@ -128,6 +131,18 @@ impl Domain {
             .filter(device::Column::Fingerprint.eq(input.fingerprint.as_str()))
             .one(&tx)
             .await?;
+        // A live row activated again online: a reinstall or a takeover (see `reactivation.rs`).
+        let reactivating = existing
+            .as_ref()
+            .filter(|d| !arrival.offline && d.status != DeviceStatus::Released)
+            .cloned();
+        if let Some(current) = &reactivating
+            && reactivation::needs_proof(policy.require_device_key_proof, current)
+        {
+            let new_key = input.public_key.clone().map(DevicePublicKey::into_inner);
+            // Refused before anything is written: the transaction rolls back on drop.
+            reactivation::check_proof(self, current, input.key_proof.as_ref(), new_key.as_deref(), now)?;
+        }
         let before = existing.as_ref().map_or(json!({}), device_json);
         let needs_seat = existing.as_ref().is_none_or(|d| !d.holds_seat);
         if needs_seat && !take_seat(&tx, license, policy, now).await? {
@@ -137,9 +152,31 @@ impl Domain {
         // A new seat, or a dead device that kept its seat coming back, is a move into ACTIVE.
         let revives = existing.as_ref().is_some_and(|d| d.status == DeviceStatus::Dead);
         let device = match existing {
-            Some(current) => refresh_device(&tx, license, policy, current, input, arrival, needs_seat, now).await?,
-            None => insert_device(&tx, license, input, arrival, now).await?,
+            Some(current) => {
+                let refresh = Refresh {
+                    took_seat: needs_seat,
+                    reactivated: reactivating.is_some(),
+                };
+                refresh_device(&tx, license, policy, current, input, arrival, refresh, now).await?
+            }
+            None => {
+                let device = insert_device(&tx, license, input, arrival, now).await?;
+                prune::prune_released(&tx, license, now).await?;
+                device
+            }
         };
+        if let Some(current) = &reactivating {
+            let key_changed = device.public_key != current.public_key;
+            reactivation::flag_repeated(&tx, current, key_changed, now).await?;
+            let change = Change::new(
+                "device.reactivate",
+                "device",
+                &device.id,
+                json!({ "token_generation": current.token_generation }),
+                json!({ "token_generation": device.token_generation, "public_key_changed": key_changed }),
+            );
+            audit::record(&tx, arrival.actor, now, change).await?;
+        }
         if needs_seat || revives {
             device_history::record_status(&tx, &device, DeviceStatus::Active, now).await?;
         }
@@ -185,8 +222,19 @@ async fn locked_license(
         .ok_or(Error::NotFound("license"))
 }
 
+/// What `refresh_device` is told about the activation.
+#[derive(Clone, Copy)]
+struct Refresh {
+    /// The device took a seat now (it held none).
+    took_seat: bool,
+    /// A live row activated again online (a reinstall or a takeover): remembered for the
+    /// DEVICE_REACTIVATION rule.
+    reactivated: bool,
+}
+
 /// A device activating again (a reinstall, a new request file, a device that lost its seat):
-/// its row is refreshed in place; a check-out still running is kept.
+/// its row is refreshed in place; a check-out still running is kept. Its token generation is
+/// bumped: the token of the earlier activation is revoked at once.
 #[expect(clippy::too_many_arguments, reason = "one step of bind_device, reading its locals")]
 async fn refresh_device(
     tx: &DatabaseTransaction,
@@ -195,9 +243,10 @@ async fn refresh_device(
     current: device::Model,
     input: ActivateInput,
     arrival: &Arrival<'_>,
-    took_seat: bool,
+    refresh: Refresh,
     now: DateTime<Utc>,
 ) -> Result<device::Model> {
+    let took_seat = refresh.took_seat;
     let mut model: device::ActiveModel = current.clone().into();
     let checked_out = current
         .checked_out_until
@@ -228,6 +277,10 @@ async fn refresh_device(
         model.variables = Set(Some(variables.into_inner()));
     }
     model.last_seen_at = Set(Some(now));
+    model.token_generation = Set(current.token_generation.saturating_add(1));
+    if refresh.reactivated {
+        model.reactivated_at = Set(Some(now));
+    }
     model.license_version = Set(license.version);
     // Every activation starts a new one: files signed before it (and deactivation files
     // written from them) belong to the earlier activation.
@@ -268,6 +321,7 @@ async fn insert_device(
         heartbeat_deadline_at: Set(arrival.heartbeat_deadline),
         checked_out_until: Set(None),
         released_at: Set(None),
+        reactivated_at: Set(None),
         ledger_seq: Set(None),
         ledger_hash: Set(None),
         created_at: Set(now),

@@ -7,7 +7,10 @@
 //! - `device_calls.rs` holds what a device does with its token: heartbeat, fetch its file,
 //!   check out and in, deactivate;
 //! - `staff.rs` holds what staff do to devices: list, release, export a refresh file;
-//! - `seats.rs` holds the seat cap and the dead rule every path above shares.
+//! - `seats.rs` holds the seat cap and the dead rule every path above shares;
+//! - `reactivation.rs` holds what re-activating a live fingerprint does (token revoked, the
+//!   DEVICE_REACTIVATION anomaly, the key proof a policy may require);
+//! - `prune.rs` holds the cap on the released device rows a license keeps.
 //!
 //! Seats: `licenses.seats_used` counts the devices with `holds_seat`. A seat is claimed by one
 //! conditional `UPDATE ... WHERE seats_used < max_activations` inside a transaction that holds
@@ -24,9 +27,14 @@
 
 mod activation;
 mod device_calls;
+mod prune;
+mod reactivation;
 mod seats;
 mod staff;
 mod validation;
+
+pub use prune::{MIN_RELEASED_KEPT, released_kept};
+pub use reactivation::{CHALLENGE_TTL_SECONDS, KeyChallenge, KeyProof, REACTIVATION_WINDOW_HOURS, key_proof_message};
 
 pub(crate) use seats::{dead_alert, release_in, release_seats};
 
@@ -63,6 +71,9 @@ pub struct ActivateInput {
     pub public_key: Option<DevicePublicKey>,
     /// Free-form JSON object the vendor's software keeps on the device.
     pub variables: Option<JsonObject>,
+    /// Proof of the device's stored key, for re-activating a live device under a policy that
+    /// requires it.
+    pub key_proof: Option<KeyProof>,
 }
 
 /// A successful activation.

@@ -69,7 +69,7 @@ impl Domain {
         Ok(device)
     }
 
-    /// The vendor's devices, oldest first.
+    /// The vendor's devices, oldest first (a device token: itself only; a license-key holder: none).
     ///
     /// # Errors
     /// Database errors.
@@ -81,8 +81,17 @@ impl Domain {
     ) -> Result<Page<device::Model>> {
         let mut select = device::Entity::find().filter(device::Column::VendorId.eq(&actor.vendor_id));
         match &actor.kind {
-            ActorKind::Licensee { license_id } | ActorKind::Device { license_id, .. } => {
-                select = select.filter(device::Column::LicenseId.eq(license_id.as_str()));
+            // A device sees itself only: never its siblings' fingerprints, components or variables.
+            ActorKind::Device { device_id, license_id } => {
+                select = select
+                    .filter(device::Column::LicenseId.eq(license_id.as_str()))
+                    .filter(device::Column::Id.eq(device_id.as_str()));
+            }
+            // A license-key holder sees none (the device it validated is handed to it directly).
+            ActorKind::Licensee { license_id } => {
+                select = select
+                    .filter(device::Column::LicenseId.eq(license_id.as_str()))
+                    .filter(device::Column::Id.is_null());
             }
             _ => actor.require(Capability::Read)?,
         }

@@ -8,6 +8,8 @@ mod billing_localstripe;
 mod billing_reconcile;
 mod billing_webhooks;
 mod client;
+mod device_reactivation;
+mod device_scope;
 mod devices;
 mod faults;
 mod fuzz;
