@@ -15,6 +15,7 @@ use secrecy::SecretString;
 /// | `REDIS_URL` | unset | live alerts come from the Redis channel the workers publish on |
 /// | `WORKERS` | `embedded` | `embedded`: this process also runs the job workers; `off`: run `licensing-worker` |
 /// | `STRIPE_WEBHOOK_SECRET` | unset | verifies `/webhooks/stripe`; unset = billing webhooks are refused (503) |
+/// | `TOKEN_USAGE_FLUSH_SECS` | `30` | how often API token last-use times are written (`apiTokens { lastUsedAt }`) |
 /// | `RUST_LOG` | `info,sqlx=warn` | log filter |
 pub struct Config {
     /// What every server process shares.
@@ -29,13 +30,16 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// The Stripe webhook signing secret.
     pub stripe_webhook_secret: Option<SecretString>,
+    /// How often API token last-use times are written.
+    pub token_usage_flush: std::time::Duration,
 }
 
 impl Config {
     /// Reads the environment.
     ///
     /// # Errors
-    /// As [`Settings::from_env`]; an unknown `LICENSING_ENV` or `WORKERS`.
+    /// As [`Settings::from_env`]; an unknown `LICENSING_ENV` or `WORKERS`; a bad
+    /// `TOKEN_USAGE_FLUSH_SECS`.
     pub fn from_env() -> anyhow::Result<Self> {
         let production = match env("LICENSING_ENV").as_deref() {
             None | Some("development") => false,
@@ -54,6 +58,13 @@ impl Config {
             embedded_workers,
             redis_url: env("REDIS_URL"),
             stripe_webhook_secret: env("STRIPE_WEBHOOK_SECRET").map(SecretString::from),
+            token_usage_flush: std::time::Duration::from_secs(match env("TOKEN_USAGE_FLUSH_SECS") {
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(secs) if secs >= 1 => secs,
+                    _ => bail!("TOKEN_USAGE_FLUSH_SECS must be a number of seconds, at least 1"),
+                },
+                None => 30,
+            }),
         })
     }
 }
