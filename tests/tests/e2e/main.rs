@@ -3,6 +3,7 @@
 
 mod access;
 mod audit;
+mod auth_faults;
 mod billing_localstripe;
 mod billing_reconcile;
 mod billing_webhooks;
@@ -12,5 +13,6 @@ mod licenses;
 mod limits;
 mod offline;
 mod payloads;
+mod processes;
 mod tenancy;
 mod usage;
