@@ -148,6 +148,32 @@ async fn data_dir_and_everything_in_it_are_private() {
     }
 }
 
+/// The pauses (in seconds) the workers took before each restart, from the server's log.
+fn pauses(log: &str) -> Vec<u64> {
+    // Without the colours the log is written with.
+    let mut plain = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+        .lines()
+        .filter(|l| l.contains("the job workers stopped"))
+        .filter_map(|l| {
+            l.split("retry_in_secs=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
 async fn readyz(server: &TestServer) -> (u16, Value) {
     let res = server
         .http()
@@ -184,10 +210,33 @@ async fn embedded_api_waits_for_its_redis() {
         "{body}"
     );
 
-    let _redis = RedisServer::start_on(port);
+    let redis = RedisServer::start_on(port);
     eventually(Duration::from_secs(120), "/readyz to say ready", || async {
         (readyz(&server).await.0 == 200).then_some(())
     })
     .await;
     eml_in(&server.data_dir.path().join("outbox")).await;
+
+    // Redis going away under running workers: not ready, restarts paced by the backoff (not a
+    // tight loop), ready again once Redis is back.
+    drop(redis);
+    eventually(WAIT, "/readyz to say not ready", || async {
+        (readyz(&server).await.0 == 503).then_some(())
+    })
+    .await;
+    let before = pauses(&server.log()).len();
+    let all = eventually(WAIT, "two more paced restarts", || async {
+        let all = pauses(&server.log());
+        (all.len() >= before + 2).then_some(all)
+    })
+    .await;
+    assert!(
+        all.windows(2).all(|w| w[1] == (w[0] * 2).min(60)),
+        "each pause doubles the last (up to 60 s): {all:?}"
+    );
+    let _redis = RedisServer::start_on(port);
+    eventually(Duration::from_secs(120), "/readyz to say ready again", || async {
+        (readyz(&server).await.0 == 200).then_some(())
+    })
+    .await;
 }
