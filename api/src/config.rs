@@ -16,6 +16,7 @@ use secrecy::SecretString;
 /// | `WORKERS` | `embedded` | `embedded`: this process also runs the job workers; `off`: run `licensing-worker` |
 /// | `STRIPE_WEBHOOK_SECRET` | unset | verifies `/webhooks/stripe`; unset = billing webhooks are refused (503) |
 /// | `TRUSTED_PROXIES` | unset | comma-separated IPs/CIDRs of reverse proxies whose `X-Forwarded-For` names the client (the right-most entry not itself trusted); unset = the socket's peer is the client |
+/// | `TOKEN_USAGE_FLUSH_SECS` | `30` | how often API token last-use times are written (`apiTokens { lastUsedAt }`) |
 /// | `RUST_LOG` | `info,sqlx=warn` | log filter |
 pub struct Config {
     /// What every server process shares.
@@ -32,6 +33,8 @@ pub struct Config {
     pub stripe_webhook_secret: Option<SecretString>,
     /// The reverse proxies trusted to say who the client is.
     pub trusted_proxies: crate::proxies::TrustedProxies,
+    /// How often API token last-use times are written.
+    pub token_usage_flush: std::time::Duration,
 }
 
 impl Config {
@@ -39,7 +42,7 @@ impl Config {
     ///
     /// # Errors
     /// As [`Settings::from_env`]; an unknown `LICENSING_ENV` or `WORKERS`; a `TRUSTED_PROXIES`
-    /// entry that is not an IP address or CIDR network.
+    /// entry that is not an IP address or CIDR network; a bad `TOKEN_USAGE_FLUSH_SECS`.
     pub fn from_env() -> anyhow::Result<Self> {
         let production = match env("LICENSING_ENV").as_deref() {
             None | Some("development") => false,
@@ -61,6 +64,13 @@ impl Config {
             redis_url: env("REDIS_URL"),
             stripe_webhook_secret: env("STRIPE_WEBHOOK_SECRET").map(SecretString::from),
             trusted_proxies,
+            token_usage_flush: std::time::Duration::from_secs(match env("TOKEN_USAGE_FLUSH_SECS") {
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(secs) if secs >= 1 => secs,
+                    _ => bail!("TOKEN_USAGE_FLUSH_SECS must be a number of seconds, at least 1"),
+                },
+                None => 30,
+            }),
         })
     }
 }

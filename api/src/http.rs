@@ -46,6 +46,8 @@ pub struct AppState {
     pub trusted_proxies: std::sync::Arc<crate::proxies::TrustedProxies>,
     /// The open subscription sockets per client address.
     pub sockets: crate::ws::Sockets,
+    /// The embedded job workers' health (`WORKERS=embedded`), for `/readyz`.
+    pub workers: Option<worker::WorkerHealth>,
 }
 
 /// Registers the routes on an actix app.
@@ -102,7 +104,8 @@ fn error_body(status: actix_web::http::StatusCode, code: ErrorCode, message: &st
     }))
 }
 
-/// Who sent a request, from its `Authorization` header value (`Bearer <token>`).
+/// Who sent a request, from its `Authorization` header value (`Bearer <token>`). A failure to
+/// check the credentials (the database down) is [`Caller::Unavailable`], never a refusal.
 async fn caller(state: &AppState, authorization: Option<&str>, request_id: &str) -> Caller {
     let Some(value) = authorization else {
         return Caller::Anonymous;
@@ -115,7 +118,7 @@ async fn caller(state: &AppState, authorization: Option<&str>, request_id: &str)
         Err(domain::Error::Unauthenticated(message)) => Caller::Invalid(message),
         Err(err) => {
             tracing::error!(request_id, error = %err, "authentication failed");
-            Caller::Invalid("authentication is unavailable; try again".into())
+            Caller::Unavailable
         }
     }
 }
@@ -390,6 +393,7 @@ async fn graphql_ws(
                 ));
             }
             Caller::Invalid(message) => return Err(async_graphql::Error::new(message.clone())),
+            Caller::Unavailable => return Err(async_graphql::Error::new(crate::graphql::context::UNAVAILABLE)),
         }
         let token = authorization
             .as_deref()
@@ -411,9 +415,20 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
+/// Ready when the database is reachable and migrated and, with embedded workers, the workers
+/// run (503 with the reason otherwise: the API itself goes on answering).
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match domain::db::is_ready(&state.domain.db).await {
-        Ok(true) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
+        Ok(true) => match state.workers.as_ref().map(worker::WorkerHealth::get) {
+            None | Some(worker::Health::Running) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
+            Some(worker::Health::Starting) => {
+                HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "job workers starting" }))
+            }
+            // The cause is in the log, not here.
+            Some(worker::Health::Down(_)) => HttpResponse::ServiceUnavailable().json(serde_json::json!({
+                "status": "job workers unavailable: their queue (Redis with REDIS_URL) is unreachable; retrying"
+            })),
+        },
         Ok(false) => HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "migrations pending" })),
         Err(err) => {
             tracing::warn!(error = %err, "readiness check failed");

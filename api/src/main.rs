@@ -36,6 +36,8 @@ enum Command {
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
+    // Before anything creates a file: DATA_DIR, the databases, the secret, the owner token.
+    domain::settings::restrict_new_files();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
         .with_writer(std::io::stderr)
@@ -73,6 +75,12 @@ async fn serve(config: Config, domain: Domain) -> anyhow::Result<()> {
         );
         println!("{}", created.owner_token);
     }
+    let worker_config = if config.embedded_workers {
+        Some(worker::WorkerConfig::from_env(&config.settings)?)
+    } else {
+        None
+    };
+    let workers = worker_config.as_ref().map(|_| worker::WorkerHealth::default());
     let state = AppState {
         schemas: api::graphql::Schemas::new(
             &domain,
@@ -84,7 +92,9 @@ async fn serve(config: Config, domain: Domain) -> anyhow::Result<()> {
         stripe_webhook_secret: config.stripe_webhook_secret.clone().map(std::sync::Arc::new),
         trusted_proxies: std::sync::Arc::new(config.trusted_proxies.clone()),
         sockets: api::ws::Sockets::default(),
+        workers: workers.clone(),
     };
+    let flusher = tokio::spawn(flush_token_usage(domain.clone(), config.token_usage_flush));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
@@ -97,18 +107,44 @@ async fn serve(config: Config, domain: Domain) -> anyhow::Result<()> {
     .run();
     println!("GraphiQL: http://{}/graphql", config.listen_addr);
     tracing::info!(addr = %config.listen_addr, production = config.production, "listening");
-    if !config.embedded_workers {
-        return Ok(server.await?);
+    let served = serve_with_workers(server, domain.clone(), worker_config, workers).await;
+    flusher.abort();
+    if let Err(e) = domain.flush_token_usage().await {
+        tracing::warn!(error = %e, "could not write API token last-use times at shutdown");
     }
-    // WORKERS=embedded: the job workers run in this process until the HTTP server stops; if
-    // they stop on their own (they could not start: Redis unreachable, a bad SMTP_URL), the
-    // process stops too rather than serve without them.
-    let worker_config = worker::WorkerConfig::from_env(&config.settings)?;
+    served
+}
+
+/// Writes API token last-use times every `period` (`TOKEN_USAGE_FLUSH_SECS`).
+async fn flush_token_usage(domain: Domain, period: std::time::Duration) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if let Err(e) = domain.flush_token_usage().await {
+            tracing::warn!(error = %e, "could not write API token last-use times (tried again later)");
+        }
+    }
+}
+
+/// Serves until the HTTP server stops. With `WORKERS=embedded` the job workers run in this
+/// process meanwhile: when their queue is unreachable they start again with backoff and
+/// `/readyz` says not ready, while the API goes on answering; only a configuration they
+/// cannot run with (a bad SMTP_URL) stops the process.
+async fn serve_with_workers(
+    server: actix_web::dev::Server,
+    domain: Domain,
+    worker_config: Option<worker::WorkerConfig>,
+    health: Option<worker::WorkerHealth>,
+) -> anyhow::Result<()> {
+    let (Some(worker_config), Some(health)) = (worker_config, health) else {
+        return Ok(server.await?);
+    };
     let (stop_workers, workers_stopped) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         let _ = workers_stopped.await;
     };
-    let mut workers = tokio::spawn(worker::run(domain, worker_config, shutdown));
+    let mut workers = tokio::spawn(worker::run(domain, worker_config, health, shutdown));
     let handle = server.handle();
     let mut server = tokio::spawn(server);
     tokio::select! {

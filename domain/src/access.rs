@@ -170,6 +170,7 @@ impl Domain {
         if new.expires_at.is_some_and(|at| at <= now) {
             return Err(Error::InvalidInput("expiresAt must be in the future".into()));
         }
+        self.require_room_in_chain(actor, now).await?;
         let tx = begin_write(&self.writer).await?;
         let (token, secret) = self.insert_api_token(&tx, actor, new, now).await?;
         audit::record(
@@ -236,10 +237,13 @@ impl Domain {
         page::fetch(&self.db, select, api_token::Column::Id, request, Order::OldestFirst).await
     }
 
-    /// The actor behind an API token secret.
+    /// The actor behind an API token secret, acting with the role its creator allows now
+    /// (see `token_chain`: capped by the creating staff user's current role, refused while that
+    /// user is disabled). Needs no write: the last use is written by [`Domain::flush_token_usage`].
     ///
     /// # Errors
-    /// [`Error::Unauthenticated`] for an unknown, revoked or expired token.
+    /// [`Error::Unauthenticated`] for an unknown, revoked or expired token, or one whose
+    /// creator no longer lets it work; [`Error::Db`] when the database fails.
     pub async fn authenticate_api_token(&self, secret: &str, request_id: Option<String>) -> Result<Actor> {
         let unauthenticated = || Error::Unauthenticated("the API token is invalid, expired or revoked".into());
         if !secret.starts_with(API_TOKEN_PREFIX) {
@@ -254,16 +258,15 @@ impl Domain {
         if token.revoked_at.is_some() || token.expires_at.is_some_and(|at| at <= now) {
             return Err(unauthenticated());
         }
-        if token.last_used_at.is_none_or(|at| now - at > Duration::minutes(1)) {
-            api_token::Entity::update_many()
-                .col_expr(api_token::Column::LastUsedAt, Some(now).into())
-                .filter(api_token::Column::Id.eq(&token.id))
-                .exec(&self.writer)
-                .await?;
-        }
+        // The role its creator allows now (`token_chain`); no write: the last use is noted in
+        // memory and flushed in batches (`token_usage`).
+        let standing = self.token_standing(&token, now).await?.ok_or_else(|| {
+            Error::Unauthenticated("the API token's creator was disabled or revoked: the token no longer works".into())
+        })?;
+        self.token_usage.note(&token.id, now);
         Ok(Actor {
             vendor_id: token.vendor_id,
-            role: token.role,
+            role: standing.role,
             kind: ActorKind::Token { token_id: token.id },
             label: format!("token {}", token.name),
             request_id,

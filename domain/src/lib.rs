@@ -30,7 +30,10 @@ pub mod outbox;
 pub mod page;
 pub mod secrets;
 pub mod settings;
+pub mod staff_users;
 pub mod sweeps;
+pub mod token_chain;
+mod token_usage;
 pub mod usage;
 pub mod vendors;
 pub mod worker_ticks;
@@ -64,6 +67,8 @@ pub struct Domain {
     pub device_tokens: Arc<device_tokens::DeviceTokens>,
     /// The process's small caches of rows that rarely change.
     pub(crate) caches: Arc<Caches>,
+    /// API token last-use times not written yet ([`Domain::flush_token_usage`]).
+    pub(crate) token_usage: Arc<token_usage::TokenUsage>,
 }
 
 impl Domain {
@@ -83,6 +88,7 @@ impl Domain {
                     .build(),
                 heartbeat_intervals: Cache::new(100_000),
             }),
+            token_usage: Arc::default(),
         }
     }
 }

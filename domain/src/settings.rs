@@ -3,7 +3,7 @@
 //! secret and the clock.
 
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
@@ -17,6 +17,10 @@ use secrecy::{ExposeSecret, SecretBox};
 /// | `DATABASE_URL` | `sqlite://<DATA_DIR>/licensing.db?mode=rwc` | SQLite or `postgres://...` |
 /// | `LICENSING_SECRET` | generated into `DATA_DIR/secret` | master secret (>= 32 bytes); required with PostgreSQL |
 /// | `LICENSING_CLOCK_OFFSET_FILE` | unset | tests only: a file holding seconds to add to the clock |
+///
+/// `DATA_DIR` is created (or tightened to) mode 0700; with [`restrict_new_files`] called at
+/// start-up everything in it (databases and their `-wal`/`-shm`, the secret, the owner token,
+/// the job queue, mail files) is created 0600.
 pub struct Settings {
     /// Where local state lives.
     pub data_dir: PathBuf,
@@ -26,6 +30,28 @@ pub struct Settings {
     pub secret: SecretBox<Vec<u8>>,
     /// Tests only: a file of seconds added to the clock, so tests can move time.
     pub clock_offset_file: Option<PathBuf>,
+}
+
+/// Makes every file and directory this process creates from now on private to its user
+/// (umask 0077). The server binaries call it first thing, before any file exists.
+pub fn restrict_new_files() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
+/// Creates `DATA_DIR` with mode 0700, or tightens an existing one to it.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating DATA_DIR {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0
+        && let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "DATA_DIR is readable by others and could not be made private");
+    }
+    Ok(())
 }
 
 /// A set, non-blank environment variable.
@@ -41,7 +67,7 @@ impl Settings {
     /// When `DATA_DIR` cannot be created, or PostgreSQL is used without `LICENSING_SECRET`.
     pub fn from_env() -> anyhow::Result<Self> {
         let data_dir = PathBuf::from(env("DATA_DIR").unwrap_or_else(|| "./data".into()));
-        std::fs::create_dir_all(&data_dir).with_context(|| format!("creating DATA_DIR {}", data_dir.display()))?;
+        private_dir(&data_dir)?;
         let database_url =
             env("DATABASE_URL").unwrap_or_else(|| format!("sqlite://{}/licensing.db?mode=rwc", data_dir.display()));
         let secret = match env("LICENSING_SECRET") {

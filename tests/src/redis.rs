@@ -16,7 +16,12 @@ impl RedisServer {
     /// Starts it and waits until it answers.
     #[must_use]
     pub fn start() -> Self {
-        let port = free_port();
+        Self::start_on(free_port())
+    }
+
+    /// Starts it on `port` (one a server was already told to use) and waits until it answers.
+    #[must_use]
+    pub fn start_on(port: u16) -> Self {
         let child = Command::new("redis-server")
             .args([
                 "--bind",

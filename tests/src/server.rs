@@ -42,8 +42,9 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A port nothing listens on right now, for a process the harness starts.
-pub(crate) fn free_port() -> u16 {
+/// A port nothing listens on right now, for a process the harness (or a test) starts.
+#[must_use]
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -128,6 +129,16 @@ impl TestServer {
 
     /// Starts a server with extra environment variables.
     pub async fn start_with(backend: Backend, env: &[(&str, &str)]) -> Self {
+        Self::launch(backend, env, "/readyz").await
+    }
+
+    /// Starts a server with extra environment variables and waits until it answers
+    /// `/healthz`, ready or not (`/readyz` may say 503: its job queue down, say).
+    pub async fn start_unready(backend: Backend, env: &[(&str, &str)]) -> Self {
+        Self::launch(backend, env, "/healthz").await
+    }
+
+    async fn launch(backend: Backend, env: &[(&str, &str)], up: &str) -> Self {
         let data_dir = tempfile::tempdir().expect("tempdir");
         let database_url = fresh_database(backend, data_dir.path()).await;
         let port = free_port();
@@ -149,7 +160,7 @@ impl TestServer {
             port,
             env,
         };
-        server.wait_until_up().await;
+        server.wait_until_up(up).await;
         server.owner_token = std::fs::read_to_string(server.data_dir.path().join("owner-token"))
             .expect("owner-token written on first start")
             .trim()
@@ -162,16 +173,16 @@ impl TestServer {
     pub async fn kill_and_restart(&mut self) {
         self.stop();
         self.child = spawn_api(self.data_dir.path(), &self.database_url, self.port, &self.env);
-        self.wait_until_up().await;
+        self.wait_until_up("/readyz").await;
     }
 
-    async fn wait_until_up(&mut self) {
+    async fn wait_until_up(&mut self, path: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("licensing-api exited with {status}:\n{}", self.log());
             }
-            if let Ok(res) = self.http.get(format!("{}/readyz", self.base_url)).send().await
+            if let Ok(res) = self.http.get(format!("{}{path}", self.base_url)).send().await
                 && res.status().is_success()
             {
                 return;

@@ -23,25 +23,35 @@ pub mod mail;
 mod monitor;
 mod scheduler;
 pub mod stripe;
+pub mod supervise;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 pub use config::WorkerConfig;
 use domain::Domain;
+use futures::FutureExt as _;
 pub use jobs::email::DeliverEmail;
 pub use jobs::tick::{PeriodicTask, Tick};
+pub use supervise::{Health, WorkerHealth};
 
 use crate::jobs::Ctx;
 use crate::mail::Mailer;
+use crate::supervise::{Backoff, HEALTHY_RUN};
 
 /// Runs the workers until `shutdown` completes, then lets in-flight jobs finish (at most 10 s).
+/// When the queue cannot be reached (Redis down) or a worker fails, the workers start again
+/// after a pause growing from 1 s to 60 s ([`supervise`]); `health` says meanwhile whether
+/// they run.
 ///
 /// # Errors
-/// When the queue or the mail transport cannot be set up.
+/// When the configuration is unusable (a bad `SMTP_URL` or `MAIL_FROM`, the outbox directory
+/// cannot be created): nothing a retry would fix.
 pub async fn run(
     domain: Domain,
     config: WorkerConfig,
+    health: WorkerHealth,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let mailer = Mailer::new(
@@ -54,8 +64,6 @@ pub async fn run(
             "the job queue is this host's DATA_DIR/jobs.db: workers on other hosts have their own, so each runs every periodic tick (harmless, but set REDIS_URL to share one queue)"
         );
     }
-    let redis_url = config.redis_url.clone();
-    let data_dir = config.data_dir.clone();
     let stripe = match &config.stripe_secret_key {
         Some(key) => Some(stripe::StripeClient::new(&config.stripe_api_base, key.clone())?),
         None => {
@@ -69,11 +77,44 @@ pub async fn run(
         config,
         stripe,
     });
-    match redis_url {
+    let shutdown = shutdown.boxed().shared();
+    let mut backoff = Backoff::default();
+    loop {
+        let started = Instant::now();
+        let failure = match run_once(&ctx, &health, shutdown.clone()).await {
+            Ok(monitor::Ended::Shutdown) => return Ok(()),
+            Ok(monitor::Ended::WorkerFailed) => "a job worker failed".to_owned(),
+            Err(e) => format!("{e:#}"),
+        };
+        if started.elapsed() >= HEALTHY_RUN {
+            backoff.reset();
+        }
+        let pause = backoff.pause();
+        tracing::warn!(error = %failure, retry_in_secs = pause.as_secs(), "the job workers stopped; starting them again after a pause");
+        health.set(Health::Down(failure));
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = shutdown.clone() => return Ok(()),
+        }
+    }
+}
+
+/// Connects to the queue and runs the workers on it until shutdown or a failure.
+async fn run_once(
+    ctx: &Arc<Ctx>,
+    health: &WorkerHealth,
+    shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
+) -> anyhow::Result<monitor::Ended> {
+    match ctx.config.redis_url.clone() {
         Some(url) => {
             let conn = monitor::connect_redis(&url).await?;
-            monitor::run_on(conn.clone(), Some(conn), ctx, shutdown).await
+            health.set(Health::Running);
+            monitor::run_on(conn.clone(), Some(conn), ctx.clone(), shutdown).await
         }
-        None => monitor::run_on(monitor::open_sqlite(&data_dir).await?, None, ctx, shutdown).await,
+        None => {
+            let pool = monitor::open_sqlite(&ctx.config.data_dir).await?;
+            health.set(Health::Running);
+            monitor::run_on(pool, None, ctx.clone(), shutdown).await
+        }
     }
 }

@@ -24,6 +24,7 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    domain::settings::restrict_new_files();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
         .with_writer(std::io::stderr)
@@ -36,5 +37,5 @@ async fn main() -> anyhow::Result<()> {
         mail = if config.smtp_url.is_some() { "smtp" } else { "files" },
         "licensing-worker started"
     );
-    worker::run(domain, config, shutdown_signal()).await
+    worker::run(domain, config, worker::WorkerHealth::default(), shutdown_signal()).await
 }

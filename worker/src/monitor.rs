@@ -152,18 +152,31 @@ fn worker_name(role: &str) -> String {
     format!("{role}@{}:{}", domain::new_id(), std::process::id())
 }
 
-/// Runs the scheduler and one worker per queue on `store` until `shutdown` completes, then
-/// lets in-flight jobs finish (at most 10 s). `alerts` is the Redis connection the scheduler
-/// publishes new alerts on, when the queues are on Redis.
+/// Why [`run_on`] returned.
+pub(crate) enum Ended {
+    /// The shutdown signal came.
+    Shutdown,
+    /// A worker failed (its queue unreachable, say): the others were stopped too, so the
+    /// caller starts them all again after a pause instead of apalis restarting the one at once,
+    /// in a tight loop.
+    WorkerFailed,
+}
+
+/// Runs the scheduler and one worker per queue on `store` until `shutdown` completes or a
+/// worker fails, then lets in-flight jobs finish (at most 10 s). `alerts` is the Redis
+/// connection the scheduler publishes new alerts on, when the queues are on Redis.
 pub(crate) async fn run_on<S: Store>(
     store: S,
     alerts: Option<ConnectionManager>,
     ctx: Arc<Ctx>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Ended> {
     // On shutdown the scheduler stops at once (no new work for a queue this process no longer
     // serves); the monitor then lets in-flight jobs finish.
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let failed = Arc::new(tokio::sync::Notify::new());
+    let on_failure = failed.clone();
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
     let scheduler = tokio::spawn(scheduler::schedule(store.clone(), alerts, ctx.clone(), stopped));
     let (periodic, periodic_ctx, emails, email_ctx) = (store.clone(), ctx.clone(), store.clone(), ctx.clone());
     let (billing_store, billing_ctx) = (store, ctx);
@@ -188,17 +201,24 @@ pub(crate) async fn run_on<S: Store>(
                 .concurrency(BILLING_CONCURRENCY)
                 .build(billing::run)
         })
-        .should_restart(|worker, error| {
-            tracing::warn!(worker = worker.name(), %error, "worker stopped; restarting");
-            true
+        .should_restart(move |worker, error| {
+            tracing::warn!(worker = worker.name(), %error, "job worker failed");
+            on_failure.notify_one();
+            false
         })
         .shutdown_timeout(Duration::from_secs(10))
         .run_with_signal(async move {
-            shutdown.await;
+            let ended = tokio::select! {
+                () = shutdown => Ended::Shutdown,
+                () = failed.notified() => Ended::WorkerFailed,
+            };
+            let _ = ended_tx.send(ended);
             let _ = stop.send(true);
             Ok(())
         })
         .await;
     scheduler.abort();
-    result.context("job workers")
+    result.context("job workers")?;
+    // The monitor also returns when every worker ended by itself.
+    Ok(ended_rx.await.unwrap_or(Ended::WorkerFailed))
 }

@@ -27,6 +27,8 @@ pub struct StaffUser {
     pub password_set: bool,
     /// When the user was added.
     pub created_at: DateTime<Utc>,
+    /// When the user was disabled (`updateStaffUser`); null while enabled.
+    pub disabled_at: Option<DateTime<Utc>>,
 }
 
 impl From<staff_user::Model> for StaffUser {
@@ -38,6 +40,7 @@ impl From<staff_user::Model> for StaffUser {
             role: u.role.into(),
             password_set: u.password_hash.is_some(),
             created_at: u.created_at,
+            disabled_at: u.disabled_at,
         }
     }
 }
@@ -59,7 +62,7 @@ pub struct ApiToken {
     pub expires_at: Option<DateTime<Utc>>,
     /// When it was revoked.
     pub revoked_at: Option<DateTime<Utc>>,
-    /// Last use, to the minute.
+    /// Last use, as written every `TOKEN_USAGE_FLUSH_SECS` (30 s by default).
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
@@ -238,6 +241,24 @@ impl AccessMutation {
             password: input.password,
         };
         Ok(ctx.domain().create_staff_user(actor, new).await?.into())
+    }
+
+    /// Changes a staff user's role or disables (`disabled: true`) or enables them (OWNER,
+    /// ADMIN; never a user or a role above yours, never yourself, never the last enabled
+    /// OWNER). Disabling ends the user's sessions. The API tokens the user created follow at
+    /// once: they act at most at the user's role, and stop working while the user is disabled.
+    async fn update_staff_user(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        role: Option<Role>,
+        disabled: Option<bool>,
+    ) -> ApiResult<StaffUser> {
+        let update = domain::staff_users::StaffUserUpdate {
+            role: role.map(Into::into),
+            disabled,
+        };
+        Ok(ctx.domain().update_staff_user(ctx.actor()?, &id, update).await?.into())
     }
 
     /// Sets a staff user's password (your own, or as OWNER/ADMIN anyone's at or below your

@@ -43,9 +43,15 @@ pub enum Caller {
     Anonymous,
     /// A header that did not authenticate; the message says why.
     Invalid(String),
+    /// The credentials could not be checked (the database failed): `INTERNAL` with the
+    /// request id, never `UNAUTHENTICATED`.
+    Unavailable,
     /// An authenticated staff user, API token or device.
     Authenticated(Scope),
 }
+
+/// What a caller whose credentials could not be checked hears.
+pub const UNAVAILABLE: &str = "authentication is unavailable right now; try again (quote the requestId)";
 
 /// The client's address, for rate limits.
 #[derive(Clone, Debug)]
@@ -96,6 +102,7 @@ impl ContextExt for Context<'_> {
         match self.data_opt::<Caller>() {
             Some(Caller::Authenticated(scope)) => Ok(scope),
             Some(Caller::Invalid(message)) => Err(ApiError::new(ErrorCode::Unauthenticated, message.clone())),
+            Some(Caller::Unavailable) => Err(ApiError::new(ErrorCode::Internal, UNAVAILABLE)),
             Some(Caller::Anonymous) | None => Err(ApiError::new(
                 ErrorCode::Unauthenticated,
                 "send Authorization: Bearer <token>",

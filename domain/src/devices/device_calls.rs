@@ -3,7 +3,7 @@
 //! device past its heartbeat deadline is treated as dead before any sweep has run.
 
 use chrono::{DateTime, Duration, Utc};
-use entity::enums::DeviceStatus;
+use entity::enums::{DeviceStatus, LicenseStatus};
 use entity::{device, license, policy};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter};
@@ -71,12 +71,21 @@ impl Domain {
 
     /// Records a heartbeat. A device past its deadline is dead: with `KEEP_SEAT` the
     /// heartbeat revives it, with `RELEASE_SEAT` it has lost its seat and must activate again.
+    /// A heartbeat on a suspended or revoked license records nothing and answers the
+    /// license's code.
     ///
     /// # Errors
-    /// [`Error::DeviceDead`]; [`Error::Forbidden`] without a device token.
+    /// [`Error::LicenseSuspended`], [`Error::LicenseRevoked`]; [`Error::DeviceDead`];
+    /// [`Error::Forbidden`] without a device token.
     pub async fn heartbeat(&self, actor: &Actor) -> Result<HeartbeatOutcome> {
         let (device_id, license_id) = actor.device()?;
         let now = self.clock.now();
+        let license = license::Entity::find_by_id(license_id)
+            .filter(license::Column::VendorId.eq(&actor.vendor_id))
+            .one(&self.db)
+            .await?
+            .ok_or(Error::NotFound("license"))?;
+        require_not_stopped(&license)?;
         // The common case in one statement: a seated, active device within its deadline.
         let interval = self.heartbeat_interval(license_id).await?;
         let (due, deadline) = heartbeat_times(interval, now);
@@ -96,10 +105,6 @@ impl Domain {
             .exec_with_returning(&self.writer)
             .await?;
         if let Some(device) = updated.into_iter().next() {
-            let license = license::Entity::find_by_id(license_id)
-                .one(&self.db)
-                .await?
-                .ok_or(Error::NotFound("license"))?;
             return Ok(HeartbeatOutcome {
                 update_available: device.license_version < license.version,
                 license_version: license.version,
@@ -109,6 +114,7 @@ impl Domain {
         }
         // Everything else (dead, checked out, released) under the license lock.
         let (tx, device, license, policy) = self.live_caller_device(actor, now).await?;
+        require_not_stopped(&license)?;
         let checked_out = device
             .checked_out_until
             .filter(|until| device.status == DeviceStatus::CheckedOut && *until > now);
@@ -226,5 +232,14 @@ impl Domain {
     pub async fn deactivate_device(&self, actor: &Actor) -> Result<device::Model> {
         let (device_id, _) = actor.device()?;
         self.release(actor, device_id, "device.deactivate").await
+    }
+}
+
+/// Refuses a device call on a suspended or revoked license with the license's code.
+fn require_not_stopped(license: &license::Model) -> Result<()> {
+    match license.status {
+        LicenseStatus::Suspended => Err(Error::LicenseSuspended("the license is suspended".into())),
+        LicenseStatus::Revoked => Err(Error::LicenseRevoked("the license was revoked".into())),
+        LicenseStatus::Active | LicenseStatus::Expired => Ok(()),
     }
 }

@@ -1,7 +1,7 @@
 //! What staff do to devices: list them (with the effective-status filter), release one, and
 //! export a freshly signed refresh file for an offline device.
 
-use entity::enums::DeviceStatus;
+use entity::enums::{DeadDeviceAction, DeviceStatus};
 use entity::{device, license};
 use sea_orm::sea_query::ExprTrait as _;
 use sea_orm::sea_query::{Expr, Query};
@@ -19,7 +19,8 @@ impl Domain {
     /// an offline device).
     ///
     /// # Errors
-    /// [`Error::NotFound`] for another vendor's device; [`Error::InvalidInput`] for a released one.
+    /// [`Error::NotFound`] for another vendor's device; [`Error::InvalidInput`] for a released
+    /// one or one without a seat.
     pub async fn export_license_file(&self, actor: &Actor, device_id: &str) -> Result<String> {
         actor.require(Capability::Support)?;
         let device = device::Entity::find_by_id(device_id)
@@ -35,8 +36,16 @@ impl Domain {
         let (license, policy) = with_policy(&self.db, license::Entity::find_by_id(&device.license_id), false)
             .await?
             .ok_or(Error::NotFound("license"))?;
-        self.sign_license_file(&self.db, &license, &policy, &device, self.clock.now())
-            .await
+        let now = self.clock.now();
+        // A device without a seat gets no file: one that lost it, or is past its deadline
+        // under RELEASE_SEAT (it loses the seat the moment anything looks).
+        let past_deadline = super::device_status(&device, license.version, now) == DeviceStatus::Dead;
+        if !device.holds_seat || (past_deadline && policy.dead_device_action == DeadDeviceAction::ReleaseSeat) {
+            return Err(Error::InvalidInput(
+                "the device holds no seat (it missed its heartbeat deadline): it must activate again".into(),
+            ));
+        }
+        self.sign_license_file(&self.db, &license, &policy, &device, now).await
     }
 
     /// Releases a device (staff): frees its seat and revokes its token at once.

@@ -73,6 +73,14 @@ async fn every_mutation(backend: Backend) {
         .clone();
     let owner_user =
         server.ok(&owner, "{ staffUsers { nodes { id } } }", json!({})).await["staffUsers"]["nodes"][0]["id"].clone();
+    let rita = server
+        .ok(
+            &owner,
+            "mutation { createStaffUser(input: {email: \"rita@v.test\", role: SUPPORT}) { id } }",
+            json!({}),
+        )
+        .await["createStaffUser"]["id"]
+        .clone();
     // A license for the device cases, and a full one whose only seat is taken (which raises an alert).
     let (_, _, device_key) =
         tests::license_with_policy(&server, &owner, "maxActivations: 3, heartbeatIntervalSeconds: 600").await;
@@ -267,6 +275,15 @@ async fn every_mutation(backend: Backend) {
             action: "staff_user.set_password",
             target_kind: "staff_user",
             diff: json!({ "before": { "password_set": false }, "after": { "password_set": true } }),
+        },
+        Case {
+            field: "updateStaffUser",
+            query: "mutation($id: ID!) { updateStaffUser(id: $id, role: READ_ONLY) { id } }",
+            vars: json!({ "id": rita }),
+            who: Who::Owner,
+            action: "staff_user.update",
+            target_kind: "staff_user",
+            diff: json!({ "before": { "role": "SUPPORT" }, "after": { "role": "READ_ONLY" } }),
         },
         Case {
             field: "login",

@@ -4,6 +4,7 @@
 mod access;
 mod attacks;
 mod audit;
+mod auth_faults;
 mod billing_localstripe;
 mod billing_reconcile;
 mod billing_webhooks;
@@ -17,5 +18,6 @@ mod licenses;
 mod limits;
 mod offline;
 mod payloads;
+mod processes;
 mod tenancy;
 mod usage;

@@ -333,6 +333,12 @@ async fn isolation(backend: Backend) {
             json!({ "id": a_user_id }),
             Expect::NotFound,
         ),
+        (
+            "updateStaffUser",
+            "mutation($id: ID!) { updateStaffUser(id: $id, disabled: true) { id } }",
+            json!({ "id": a_user_id }),
+            Expect::NotFound,
+        ),
         ("logout", "mutation { logout }", json!({}), Expect::OwnDataOnly),
         (
             "devices",
