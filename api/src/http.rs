@@ -132,6 +132,8 @@ fn authorization_header(req: &HttpRequest) -> Option<&str> {
 /// The socket's peer; when that peer is a trusted proxy (`TRUSTED_PROXIES`), the right-most
 /// `X-Forwarded-For` entry that is not itself one. Without trusted proxies a client-supplied
 /// header is never read (it would let a client pick a fresh address for every login attempt).
+/// An IPv6 client is its /64 network: one host usually holds a whole /64, and per-address
+/// limits must not give it 2^64 budgets.
 fn client_ip(state: &AppState, req: &HttpRequest) -> ClientIp {
     let Some(peer) = req.peer_addr().map(|addr| addr.ip()) else {
         return ClientIp("unknown".to_owned());
@@ -140,7 +142,13 @@ fn client_ip(state: &AppState, req: &HttpRequest) -> ClientIp {
         .headers()
         .get_all(header::HeaderName::from_static("x-forwarded-for"))
         .filter_map(|value| value.to_str().ok());
-    ClientIp(state.trusted_proxies.client(peer, forwarded_for).to_string())
+    ClientIp(match state.trusted_proxies.client(peer, forwarded_for) {
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let network = u128::from(v6) & !((1u128 << 64) - 1);
+            format!("{}/64", std::net::Ipv6Addr::from(network))
+        }
+        ip => ip.to_canonical().to_string(),
+    })
 }
 
 /// Runs one operation for `caller` (authenticated here when the body reader did not have to).

@@ -94,7 +94,12 @@ async fn serve(config: Config, domain: Domain) -> anyhow::Result<()> {
         sockets: api::ws::Sockets::default(),
         workers: workers.clone(),
     };
-    let flusher = tokio::spawn(flush_token_usage(domain.clone(), config.token_usage_flush));
+    let (stop_flusher, flusher_stopped) = tokio::sync::oneshot::channel::<()>();
+    let flusher = tokio::spawn(flush_token_usage(
+        domain.clone(),
+        config.token_usage_flush,
+        flusher_stopped,
+    ));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
@@ -108,21 +113,27 @@ async fn serve(config: Config, domain: Domain) -> anyhow::Result<()> {
     println!("GraphiQL: http://{}/graphql", config.listen_addr);
     tracing::info!(addr = %config.listen_addr, production = config.production, "listening");
     let served = serve_with_workers(server, domain.clone(), worker_config, workers).await;
-    flusher.abort();
-    if let Err(e) = domain.flush_token_usage().await {
-        tracing::warn!(error = %e, "could not write API token last-use times at shutdown");
-    }
+    // The flusher is stopped between writes, never in the middle of one, and writes once more.
+    let _ = stop_flusher.send(());
+    let _ = flusher.await;
     served
 }
 
-/// Writes API token last-use times every `period` (`TOKEN_USAGE_FLUSH_SECS`).
-async fn flush_token_usage(domain: Domain, period: std::time::Duration) {
+/// Writes API token last-use times every `period` (`TOKEN_USAGE_FLUSH_SECS`), and once more
+/// when `stop` fires.
+async fn flush_token_usage(domain: Domain, period: std::time::Duration, mut stop: tokio::sync::oneshot::Receiver<()>) {
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        interval.tick().await;
+        let stopping = tokio::select! {
+            _ = interval.tick() => false,
+            _ = &mut stop => true,
+        };
         if let Err(e) = domain.flush_token_usage().await {
-            tracing::warn!(error = %e, "could not write API token last-use times (tried again later)");
+            tracing::warn!(error = %e, stopping, "could not write API token last-use times");
+        }
+        if stopping {
+            return;
         }
     }
 }

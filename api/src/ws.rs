@@ -41,6 +41,9 @@ pub const MAX_SUBSCRIPTIONS_PER_SOCKET: usize = 8;
 /// The close code for a missing `connection_init` (graphql-transport-ws).
 pub const INIT_TIMEOUT_CLOSE_CODE: u16 = 4408;
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest a send to the client may wait (a client that stops reading fills the socket's
+/// buffer; it is dropped rather than allowed to hold the loop, and its slot, for ever).
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The open sockets per client address (an address is listed only while it holds one, so the
@@ -175,7 +178,7 @@ async fn serve<OnInit, InitFuture>(
                 Some(Ok(AggregatedMessage::Binary(bytes))) => pending = Some(bytes),
                 Some(Ok(AggregatedMessage::Ping(bytes))) => {
                     last_heard = Instant::now();
-                    if session.pong(&bytes).await.is_err() {
+                    if !sent(session.pong(&bytes)).await {
                         return;
                     }
                 }
@@ -189,7 +192,7 @@ async fn serve<OnInit, InitFuture>(
             },
             out = protocol_messages.next() => match out {
                 Some(WsMessage::Text(text)) => {
-                    if session.text(text).await.is_err() {
+                    if !sent(session.text(text)).await {
                         return;
                     }
                 }
@@ -204,13 +207,18 @@ async fn serve<OnInit, InitFuture>(
                 description: Some("Connection initialisation timeout".into()),
             }),
             _ = heartbeat.tick() => {
-                if last_heard.elapsed() > CLIENT_TIMEOUT || session.ping(b"").await.is_err() {
+                if last_heard.elapsed() > CLIENT_TIMEOUT || !sent(session.ping(b"")).await {
                     break None;
                 }
             }
         }
     };
-    let _ = session.close(close).await;
+    let _ = tokio::time::timeout(SEND_TIMEOUT, session.close(close)).await;
+}
+
+/// Whether a send to the client went out within [`SEND_TIMEOUT`].
+async fn sent<E>(send: impl Future<Output = Result<(), E>>) -> bool {
+    matches!(tokio::time::timeout(SEND_TIMEOUT, send).await, Ok(Ok(())))
 }
 
 /// The websocket's executor: subscriptions only, at most [`MAX_SUBSCRIPTIONS_PER_SOCKET`] at

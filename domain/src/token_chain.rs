@@ -80,7 +80,9 @@ impl Domain {
             let by = match kind.as_str() {
                 "staff" => By::Staff,
                 "token" => By::Token,
-                _ => By::System,
+                "system" => By::System,
+                // Nothing else creates tokens: an unknown creator fails closed.
+                _ => return Ok(None),
             };
             match (by, id) {
                 (By::Staff, Some(user_id)) => {

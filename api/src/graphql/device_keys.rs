@@ -46,13 +46,15 @@ pub struct DeviceKeyMutation;
 #[Object]
 impl DeviceKeyMutation {
     /// A nonce for proving a device's key before re-activating it (no token needed). Any
-    /// key and fingerprint get one; only a nonce for an activated device can verify.
+    /// key and fingerprint get one; only a nonce for an activated device can verify. Counts
+    /// against the key's activation budget.
     async fn device_key_challenge(
         &self,
         ctx: &Context<'_>,
         license_key: String,
         fingerprint: String,
     ) -> ApiResult<DeviceKeyChallenge> {
+        crate::graphql::devices::activation_budget(ctx, &license_key)?;
         let fingerprint = Fingerprint::try_from(fingerprint.as_str())?;
         let challenge = ctx
             .domain()

@@ -322,8 +322,15 @@ pub struct DeviceFilter {
 pub const MAX_UNKNOWN_KEYS_PER_MINUTE: u32 = 60;
 /// `activateDevice` calls per license key per minute (then RATE_LIMITED with `retryAfter`).
 pub const ACTIVATIONS_PER_KEY_PER_MINUTE: u32 = 300;
-/// `validateLicense` calls per license key per minute (then RATE_LIMITED with `retryAfter`).
-pub const VALIDATIONS_PER_KEY_PER_MINUTE: u32 = 600;
+/// `validateLicense` calls per license key per minute, all devices together (then
+/// RATE_LIMITED with `retryAfter`): room for a 5 000-seat site validating every minute.
+pub const VALIDATIONS_PER_KEY_PER_MINUTE: u32 = 6000;
+/// `validateLicense` calls per license key and fingerprint per minute: one machine cannot use
+/// up its site's budget.
+pub const VALIDATIONS_PER_DEVICE_PER_MINUTE: u32 = 60;
+/// `validateLicense` calls per license key per minute that name no fingerprint (a check of
+/// the license alone).
+pub const VALIDATIONS_WITHOUT_DEVICE_PER_MINUTE: u32 = 600;
 /// `heartbeat` calls per device per minute (then RATE_LIMITED with `retryAfter`).
 pub const HEARTBEATS_PER_DEVICE_PER_MINUTE: u32 = 60;
 
@@ -335,6 +342,10 @@ pub struct DeviceLimiters {
     pub activations: RateLimiter,
     /// Validations per license key.
     pub validations: RateLimiter,
+    /// Validations per license key and fingerprint (none: the license alone).
+    pub device_validations: RateLimiter,
+    /// Validations per license key that name no fingerprint.
+    pub keyless_validations: RateLimiter,
     /// Heartbeats per device.
     pub heartbeats: RateLimiter,
 }
@@ -346,6 +357,8 @@ impl Default for DeviceLimiters {
             unknown_keys: RateLimiter::new(MAX_UNKNOWN_KEYS_PER_MINUTE, minute),
             activations: RateLimiter::new(ACTIVATIONS_PER_KEY_PER_MINUTE, minute),
             validations: RateLimiter::new(VALIDATIONS_PER_KEY_PER_MINUTE, minute),
+            device_validations: RateLimiter::new(VALIDATIONS_PER_DEVICE_PER_MINUTE, minute),
+            keyless_validations: RateLimiter::new(VALIDATIONS_WITHOUT_DEVICE_PER_MINUTE, minute),
             heartbeats: RateLimiter::new(HEARTBEATS_PER_DEVICE_PER_MINUTE, minute),
         }
     }
@@ -356,15 +369,38 @@ fn device_limiters<'a>(ctx: &'a Context<'_>) -> &'a DeviceLimiters {
 }
 
 /// Counts a call against the budget of the license key as typed (canonical form: a key typed
-/// in lower case or without dashes is the same key). A string that is not a key has no budget:
-/// it is never found, and the unknown-key limit applies to it.
-fn per_key_budget(limiter: &RateLimiter, typed: &str, what: &str) -> ApiResult<()> {
-    match domain::newtypes::LicenseKey::parse(typed) {
-        Ok(key) => limiter
-            .check(key.canonical())
-            .map_err(|seconds| ApiError::rate_limited(what, seconds)),
-        Err(_) => Ok(()),
+/// in lower case or without dashes is the same key), and first against a narrower one when
+/// given (`(limiter, fingerprint, what)`: the key with that fingerprint). A string that is not
+/// a key has no budget: it is never found, and the unknown-key limit applies to it.
+fn per_key_budget(
+    (limiter, what): (&RateLimiter, &str),
+    narrower: Option<(&RateLimiter, &str, &str)>,
+    typed: &str,
+) -> ApiResult<()> {
+    let Ok(key) = domain::newtypes::LicenseKey::parse(typed) else {
+        return Ok(());
+    };
+    if let Some((narrower, fingerprint, what)) = narrower {
+        narrower
+            .check(&(key.canonical(), fingerprint))
+            .map_err(|seconds| ApiError::rate_limited(what, seconds))?;
     }
+    limiter
+        .check(key.canonical())
+        .map_err(|seconds| ApiError::rate_limited(what, seconds))
+}
+
+/// Counts a call against the activation budget of `license_key` (`activateDevice`,
+/// `deviceKeyChallenge`).
+///
+/// # Errors
+/// RATE_LIMITED past [`ACTIVATIONS_PER_KEY_PER_MINUTE`].
+pub fn activation_budget(ctx: &Context<'_>, license_key: &str) -> ApiResult<()> {
+    per_key_budget(
+        (&device_limiters(ctx).activations, "activations of this license key"),
+        None,
+        license_key,
+    )
 }
 
 /// Counts an unknown key against the caller's address: `Err` when the address is past
@@ -424,11 +460,7 @@ impl DeviceMutation {
     /// first, else FORBIDDEN); a new one takes a seat or gets ACTIVATION_LIMIT_REACHED.
     async fn activate_device(&self, ctx: &Context<'_>, input: ActivateDeviceInput) -> ApiResult<Activation> {
         let domain = ctx.domain();
-        per_key_budget(
-            &device_limiters(ctx).activations,
-            &input.license_key,
-            "activations of this license key",
-        )?;
+        activation_budget(ctx, &input.license_key)?;
         let input = domain::devices::ActivateInput {
             license_key: input.license_key,
             fingerprint: Fingerprint::try_from(input.fingerprint.as_str())?,
@@ -463,10 +495,23 @@ impl DeviceMutation {
     /// A bad key is `valid: false, code: NOT_FOUND`, never an error.
     async fn validate_license(&self, ctx: &Context<'_>, input: ValidateLicenseInput) -> ApiResult<Validation> {
         let domain = ctx.domain();
+        let limiters = device_limiters(ctx);
+        let narrower = match input.fingerprint.as_deref() {
+            Some(fingerprint) => (
+                &limiters.device_validations,
+                fingerprint,
+                "validations of this license key by this device",
+            ),
+            None => (
+                &limiters.keyless_validations,
+                "",
+                "validations of this license key without a fingerprint",
+            ),
+        };
         per_key_budget(
-            &device_limiters(ctx).validations,
+            (&limiters.validations, "validations of this license key"),
+            Some(narrower),
             &input.license_key,
-            "validations of this license key",
         )?;
         let outcome = domain
             .validate_license(

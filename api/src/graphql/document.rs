@@ -11,9 +11,10 @@ use async_graphql::{Name, Positioned};
 
 /// Root fields that cost real work for a caller who may have no account (argon2, a seat
 /// transaction, a signature, a file to verify): at most one of them per document.
-pub const ONE_PER_DOCUMENT: [&str; 6] = [
+pub const ONE_PER_DOCUMENT: [&str; 7] = [
     "login",
     "activateDevice",
+    "deviceKeyChallenge",
     "validateLicense",
     "importDeactivation",
     "importUsageReport",

@@ -161,7 +161,7 @@ impl Domain {
             }
             None => {
                 let device = insert_device(&tx, license, input, arrival, now).await?;
-                prune::prune_released(&tx, license, now).await?;
+                prune::prune_released(&tx, license).await?;
                 device
             }
         };

@@ -3,20 +3,20 @@
 //! activate/deactivate loop over ever new fingerprints cannot grow the database without bound.
 //!
 //! A released row that anything still points to is kept whatever its age: usage records,
-//! hourly usage and usage series (the consumption evidence), anomalies and alerts. Those rows
-//! exist only because the device did something that is itself recorded and bounded (metered
-//! usage, a flagged anomaly). The pruned device's own history (its status changes and
-//! fingerprint observations) goes with it; the audit log keeps its events, which name the
-//! device id as text.
+//! hourly usage and usage series (the consumption evidence), anomalies and alerts. So that a
+//! loop that records usage before each deactivation cannot grow the table either, a license
+//! holding more than twice [`released_kept`] released rows after pruning takes no new device
+//! row: the activation is refused (ACTIVATION_LIMIT_REACHED) until staff look. The pruned
+//! device's own history (its status changes and fingerprint observations) goes with it; the
+//! audit log keeps its events, which name the device id as text.
 
-use chrono::{DateTime, Utc};
 use entity::enums::DeviceStatus;
 use entity::{alert, anomaly, device, device_status_change, fingerprint_observation, license};
 use entity::{usage_hourly, usage_record, usage_series};
 use sea_orm::sea_query::{Query, SelectStatement};
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// The fewest released rows a license keeps (for small seat caps and unlimited licenses).
 pub const MIN_RELEASED_KEPT: u64 = 100;
@@ -40,12 +40,13 @@ fn referenced<T: EntityTrait>(device_id: T::Column, vendor_id: T::Column, vendor
 }
 
 /// Deletes the oldest released, unreferenced device rows of `license` beyond the cap, inside
-/// the transaction that holds the license row. Returns how many went.
-pub(super) async fn prune_released(
-    tx: &DatabaseTransaction,
-    license: &license::Model,
-    _now: DateTime<Utc>,
-) -> Result<u64> {
+/// the transaction that holds the license row (before a new device row is added). Returns how
+/// many went.
+///
+/// # Errors
+/// [`Error::ActivationLimitReached`] when more than twice the cap of released rows are left
+/// (all of them evidence); database errors.
+pub(super) async fn prune_released(tx: &DatabaseTransaction, license: &license::Model) -> Result<u64> {
     let keep = released_kept(license.max_activations);
     let released = device::Entity::find()
         .filter(device::Column::LicenseId.eq(&license.id))
@@ -92,6 +93,13 @@ pub(super) async fn prune_released(
         .into_tuple()
         .all(tx)
         .await?;
+    let left = released - u64::try_from(doomed.len()).unwrap_or(0);
+    if left > keep.saturating_mul(2) {
+        return Err(Error::ActivationLimitReached(format!(
+            "this license keeps {left} released devices that usage records, anomalies or alerts still point to, \
+             more than it may hold; no new device can be added until the vendor's staff review them"
+        )));
+    }
     if doomed.is_empty() {
         return Ok(0);
     }

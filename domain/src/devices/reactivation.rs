@@ -111,16 +111,19 @@ impl Domain {
     }
 }
 
-/// Whether re-activating `current` needs a key proof: its policy asks for one, the device is
-/// live and has a stored key. (Sending the same public key again proves nothing: it is public.)
+/// Whether re-activating `current` needs a key proof: its policy asks for one and the device is
+/// live. (Sending the same public key again proves nothing: it is public.) A live device with no
+/// stored key cannot prove one, so under such a policy only staff (releasing it) let it
+/// activate again: otherwise the first caller with the key and the fingerprint would bind
+/// their own key to it.
 pub(super) fn needs_proof(require_device_key_proof: bool, current: &device::Model) -> bool {
-    require_device_key_proof && current.status != DeviceStatus::Released && current.public_key.is_some()
+    require_device_key_proof && current.status != DeviceStatus::Released
 }
 
 /// What a re-activation without a valid proof is told.
 fn proof_refused(why: &str) -> Error {
     Error::Forbidden(format!(
-        "this device is activated with a device key and its policy requires proof of it ({why}): sign the \
+        "this device is already activated and its policy requires proof of its device key ({why}): sign the \
          deviceKeyChallenge nonce with the old device key and send it as keyProof, or ask the vendor's staff \
          to release the device, after which it activates afresh"
     ))
@@ -161,7 +164,7 @@ pub(super) fn check_proof(
     let stored = current
         .public_key
         .as_deref()
-        .ok_or_else(|| proof_refused("the device has no key"))?;
+        .ok_or_else(|| proof_refused("the device was activated without a device key, so there is none to prove"))?;
     let key =
         protocol::offline::decode_public_key(stored).map_err(|e| Error::Internal(format!("stored device key: {e}")))?;
     let raw = STANDARD

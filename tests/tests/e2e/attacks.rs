@@ -359,38 +359,73 @@ on_both_databases!(bad_keys_do_not_lock_out_a_good_key, bad_keys);
 
 /// A license key has a budget of validations, a device of heartbeats: past it RATE_LIMITED
 /// with retryAfter (and Retry-After), other keys unaffected.
-async fn per_key_budget(backend: Backend) {
-    let server = TestServer::start(backend).await;
-    let owner = server.owner_token.clone();
-    let (_, _, key) = license_with_policy(&server, &owner, "maxActivations: 3").await;
-    let (_, _, other_key) = license_with_policy(&server, &owner, "maxActivations: 3").await;
+/// Validates `key` (with `fingerprint`, if any) `width` at a time until one answer is
+/// RATE_LIMITED; returns how many were answered VALID or NOT_ACTIVATED before, the refusal and
+/// its `Retry-After` header.
+async fn validate_until_refused(
+    server: &TestServer,
+    key: &str,
+    fingerprint: Option<&str>,
+    width: usize,
+    most: usize,
+) -> (usize, Value, Option<reqwest::header::HeaderValue>) {
     let url = format!("{}/graphql", server.base_url);
-    let mut valid = 0;
-    let mut refused = None;
-    'outer: for _ in 0..200 {
-        let calls = (0..16).map(|_| {
+    let mut answered = 0;
+    while answered <= most {
+        let calls = (0..width).map(|_| {
             server
                 .http()
                 .post(&url)
-                .json(&json!({ "query": VALIDATE, "variables": { "in": { "licenseKey": key } } }))
+                .json(&json!({ "query": VALIDATE, "variables": { "in": { "licenseKey": key, "fingerprint": fingerprint } } }))
                 .send()
         });
+        // The calls of a batch run concurrently, so every answer of the batch is counted.
+        let mut refused = None;
         for res in join_all(calls).await {
             let res = res.unwrap();
             let retry_after = res.headers().get("retry-after").cloned();
             let body: Value = res.json().await.unwrap();
             if error_code(&body) == Some("RATE_LIMITED") {
-                refused = Some((body, retry_after));
-                break 'outer;
+                refused.get_or_insert((body, retry_after));
+                continue;
             }
-            assert_eq!(body["data"]["validateLicense"]["code"], "VALID", "{body}");
-            valid += 1;
+            let code = body["data"]["validateLicense"]["code"].as_str();
+            assert!(matches!(code, Some("VALID" | "NOT_ACTIVATED")), "{body}");
+            answered += 1;
+        }
+        if let Some((body, retry_after)) = refused {
+            return (answered, body, retry_after);
         }
     }
-    let Some((body, retry_after)) = refused else {
-        panic!("validations of one key are limited");
-    };
-    assert!(valid >= 600, "refused after {valid}");
+    panic!("{answered} validations of one key were never limited");
+}
+
+async fn per_key_budget(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let owner = server.owner_token.clone();
+    let (_, _, key) = license_with_policy(&server, &owner, "maxActivations: 3").await;
+    let (_, _, other_key) = license_with_policy(&server, &owner, "maxActivations: 3").await;
+
+    // One machine (key and fingerprint) has a budget of its own: it cannot use up its site's.
+    let (answered, body, _) = validate_until_refused(&server, &key, Some("one-machine"), 8, 200).await;
+    assert!(answered >= 60, "refused after {answered}");
+    assert!(
+        body["errors"][0]["extensions"]["retryAfter"].as_u64().is_some(),
+        "{body}"
+    );
+    let sibling = server
+        .gql(
+            None,
+            VALIDATE,
+            json!({ "in": { "licenseKey": key, "fingerprint": "another-machine" } }),
+        )
+        .await;
+    assert_eq!(sibling["data"]["validateLicense"]["code"], "NOT_ACTIVATED", "{sibling}");
+
+    // The license alone (no fingerprint): 600 a minute, then RATE_LIMITED with retryAfter and
+    // Retry-After. (All of a key's devices together have 6000 a minute.)
+    let (answered, body, retry_after) = validate_until_refused(&server, &key, None, 16, 3200).await;
+    assert!(answered >= 600, "refused after {answered}");
     assert!(
         body["errors"][0]["extensions"]["retryAfter"].as_u64().is_some(),
         "{body}"

@@ -6,7 +6,9 @@
 //!   and changes nothing; a signature over a `deviceKeyChallenge` nonce lets it through;
 //!   released by staff, the device activates afresh;
 //! - an activate/deactivate loop over new fingerprints keeps the license's device rows at the
-//!   cap, pruning the oldest unreferenced released rows only.
+//!   cap, pruning the oldest unreferenced released rows only; one that leaves usage behind on
+//!   every device is refused a new device past twice the cap;
+//! - a live device without a key cannot be taken over under `requireDeviceKeyProof`.
 
 #![expect(clippy::unwrap_used, reason = "tests")]
 
@@ -260,6 +262,24 @@ async fn key_proof(backend: Backend) {
         error_code(&server.gql(Some(&new_token), HEARTBEAT, json!({})).await),
         Some("UNAUTHENTICATED")
     );
+
+    // A live device activated without a key has none to prove: a takeover binding a key of its
+    // own is refused too, and changes nothing.
+    let keyless = activate_with(&server, json!({ "licenseKey": key, "fingerprint": "keyless" })).await;
+    let keyless_token = keyless["data"]["activateDevice"]["deviceToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = audit_total(&server).await;
+    let (_, thief_public) = device_key(4);
+    let takeover = activate_with(
+        &server,
+        json!({ "licenseKey": key, "fingerprint": "keyless", "devicePublicKey": thief_public }),
+    )
+    .await;
+    assert_eq!(error_code(&takeover), Some("FORBIDDEN"), "{takeover}");
+    assert_eq!(audit_total(&server).await, before);
+    server.ok(&keyless_token, HEARTBEAT, json!({})).await;
 }
 on_both_databases!(
     require_device_key_proof_refuses_a_takeover_and_accepts_a_proof,
@@ -358,6 +378,46 @@ async fn row_cap(backend: Backend) {
     assert_eq!(device_rows(&server, &license).await.len(), kept, "a new row prunes one");
 }
 on_both_databases!(an_activate_deactivate_loop_stays_at_the_row_cap, row_cap);
+
+/// A loop that leaves usage behind on every device (so no released row may be pruned) ends at
+/// twice the cap: the next new device is refused until staff look; known devices still work.
+async fn evidence_cap(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (_, license, key) = tests::license_with_policy(
+        &server,
+        &server.owner_token,
+        "maxActivations: 1, meters: [{code: \"scans\"}]",
+    )
+    .await;
+    // Twice `domain::devices::MIN_RELEASED_KEPT` (a one-seat license keeps 100 released rows).
+    let hard_cap: usize = 200;
+    let mut refused = None;
+    for i in 0..=hard_cap + 1 {
+        let act = activate_with(&server, json!({ "licenseKey": key, "fingerprint": format!("e-{i}") })).await;
+        if act.get("errors").is_some() {
+            refused = Some((i, act));
+            break;
+        }
+        let token = act["data"]["activateDevice"]["deviceToken"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        server
+            .ok(&token, "mutation($k: String!) { recordUsage(input: {meter: \"scans\", quantity: 1, idempotencyKey: $k}) { used } }", json!({ "k": format!("u-{i}") }))
+            .await;
+        server
+            .ok(&token, "mutation { deactivateDevice { status } }", json!({}))
+            .await;
+    }
+    let Some((at, refusal)) = refused else {
+        panic!("the device rows of one license grew past {hard_cap} released rows");
+    };
+    assert_eq!(error_code(&refusal), Some("ACTIVATION_LIMIT_REACHED"), "{refusal}");
+    assert_eq!(at, hard_cap + 1, "refused once more than twice the cap are kept");
+    let rows = device_rows(&server, &license).await;
+    assert_eq!(rows.len(), hard_cap + 1, "the refused activation added no row");
+}
+on_both_databases!(evidence_cannot_grow_the_device_rows_without_bound, evidence_cap);
 
 const REPORT: &str =
     "mutation($f: String!) { importUsageReport(file: $f) { acceptedRecords duplicateRecords anomalies { kind } } }";
