@@ -189,11 +189,9 @@ async fn execute(
             }
             Err(_) => {
                 tracing::warn!("request timed out");
-                let mut err = async_graphql::ServerError::new("the request took too long", None);
-                err.extensions
-                    .get_or_insert_with(Default::default)
-                    .set("code", ErrorCode::Internal.as_str());
-                async_graphql::Response::from_errors(vec![err])
+                async_graphql::Response::from_errors(vec![
+                    ErrorCode::Internal.server_error("the request took too long"),
+                ])
             }
         };
         mask_errors(&mut response.errors, &request_id);

@@ -231,20 +231,17 @@ struct SubscriptionsOnly {
     slots: Arc<tokio::sync::Semaphore>,
 }
 
+/// What a query or mutation sent over the socket is told.
+const SUBSCRIPTIONS_ONLY: &str =
+    "only subscriptions run over /graphql/ws; send queries and mutations with POST /graphql";
+
 fn refusal(code: ErrorCode, message: &str) -> async_graphql::Response {
-    let mut err = async_graphql::ServerError::new(message, None);
-    err.extensions
-        .get_or_insert_with(Default::default)
-        .set("code", code.as_str());
-    async_graphql::Response::from_errors(vec![err])
+    async_graphql::Response::from_errors(vec![code.server_error(message)])
 }
 
 impl async_graphql::Executor for SubscriptionsOnly {
     async fn execute(&self, _request: async_graphql::Request) -> async_graphql::Response {
-        refusal(
-            ErrorCode::InvalidInput,
-            "only subscriptions run over /graphql/ws; send queries and mutations with POST /graphql",
-        )
+        refusal(ErrorCode::InvalidInput, SUBSCRIPTIONS_ONLY)
     }
 
     fn execute_stream(
@@ -261,13 +258,7 @@ impl async_graphql::Executor for SubscriptionsOnly {
             })
         });
         if other_than_subscription {
-            return futures::stream::once(async {
-                refusal(
-                    ErrorCode::InvalidInput,
-                    "only subscriptions run over /graphql/ws; send queries and mutations with POST /graphql",
-                )
-            })
-            .boxed();
+            return futures::stream::once(async { refusal(ErrorCode::InvalidInput, SUBSCRIPTIONS_ONLY) }).boxed();
         }
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             return futures::stream::once(async {

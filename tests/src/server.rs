@@ -240,6 +240,14 @@ impl TestServer {
         res["data"].clone()
     }
 
+    /// How many audit events `token`'s vendor has (for "a refused call changed nothing").
+    pub async fn audit_count(&self, token: &str) -> i64 {
+        self.ok(token, "{ auditEvents(first: 1) { totalCount } }", json!({}))
+            .await["auditEvents"]["totalCount"]
+            .as_i64()
+            .expect("a count")
+    }
+
     /// Runs `licensing-api create-vendor` against this server's database; returns (id, token).
     pub fn create_vendor(&self, name: &str, slug: &str, owner_email: &str) -> (String, String) {
         let out = Command::new(binary("licensing-api"))

@@ -40,6 +40,17 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// A request-level error (no path) with this code, for refusals made before or instead of
+    /// running the schema.
+    #[must_use]
+    pub fn server_error(self, message: impl Into<String>) -> async_graphql::ServerError {
+        let mut err = async_graphql::ServerError::new(message, None);
+        err.extensions
+            .get_or_insert_with(Default::default)
+            .set("code", self.as_str());
+        err
+    }
+
     /// The code as written on the wire.
     #[must_use]
     pub fn as_str(self) -> &'static str {

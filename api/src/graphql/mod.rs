@@ -162,17 +162,10 @@ impl Schemas {
         let operation_name = request.operation_name.clone();
         let one_per_document = |doc: &ExecutableDocument| {
             if document::costly_fields(doc, operation_name.as_deref()) > 1 {
-                let mut err = ServerError::new(
-                    format!(
-                        "send at most one of {} per request",
-                        document::ONE_PER_DOCUMENT.join(", ")
-                    ),
-                    None,
-                );
-                err.extensions
-                    .get_or_insert_with(Default::default)
-                    .set("code", ErrorCode::InvalidInput.as_str());
-                return Err(err);
+                return Err(ErrorCode::InvalidInput.server_error(format!(
+                    "send at most one of {} per request",
+                    document::ONE_PER_DOCUMENT.join(", ")
+                )));
             }
             Ok(())
         };

@@ -86,7 +86,7 @@ impl Domain {
             .await?
             .ok_or(Error::NotFound("license"))?;
         require_not_stopped(&license)?;
-        // The common case in one statement: a seated, active device within its deadline.
+        // The common case in one write: a seated, active device within its deadline.
         let interval = self.heartbeat_interval(license_id).await?;
         let (due, deadline) = heartbeat_times(interval, now);
         let updated = device::Entity::update_many()

@@ -23,14 +23,6 @@ const LOGIN: &str = "mutation($e: String!, $p: String!) { login(email: $e, passw
 const VALIDATE: &str = "mutation($in: ValidateLicenseInput!) { validateLicense(input: $in) { valid code } }";
 const HEARTBEAT: &str = "mutation { heartbeat { licenseVersion } }";
 
-async fn audit_count(server: &TestServer) -> i64 {
-    server
-        .ok(&server.owner_token, "{ auditEvents { totalCount } }", json!({}))
-        .await["auditEvents"]["totalCount"]
-        .as_i64()
-        .unwrap()
-}
-
 /// A login from this test's address, optionally claiming another in X-Forwarded-For.
 async fn login(server: &TestServer, email: &str, forwarded_for: Option<&str>) -> Value {
     let mut req = server
@@ -56,7 +48,7 @@ async fn login_flood(backend: Backend) {
     let server = TestServer::start(backend).await;
     let owner = server.owner_token.clone();
     let s = seed(&server, &owner).await;
-    let before = audit_count(&server).await;
+    let before = server.audit_count(&server.owner_token).await;
     let flood = format!(
         "mutation {{ {} }}",
         (0..500)
@@ -104,15 +96,62 @@ async fn login_flood(backend: Backend) {
         let code = error_code(res);
         assert!(matches!(code, Some("UNAUTHENTICATED" | "RATE_LIMITED")), "{res}");
     }
-    assert_eq!(audit_count(&server).await, before, "no session opened, nothing written");
+    assert_eq!(
+        server.audit_count(&server.owner_token).await,
+        before,
+        "no session opened, nothing written"
+    );
 }
 on_both_databases!(login_flood_is_refused_and_others_are_served, login_flood);
+
+/// Logins spread over many addresses (behind a trusted proxy, so no per-address budget stops
+/// them) are limited by the password-hashing permits: the ones that find every permit taken
+/// are RATE_LIMITED at once instead of queueing on the request threads, and other callers are
+/// answered within a second throughout.
+async fn hashing_permits(backend: Backend) {
+    let server = TestServer::start_with(backend, &[("TRUSTED_PROXIES", "127.0.0.1")]).await;
+    let owner = server.owner_token.clone();
+    let s = seed(&server, &owner).await;
+    let before = server.audit_count(&owner).await;
+    let logins = (0..120).map(|i| {
+        let server = &server;
+        async move {
+            let address = format!("10.9.{}.{}", i / 200, i % 200 + 1);
+            timed(login(server, &format!("spread{i}@flood.test"), Some(&address))).await
+        }
+    });
+    let probes = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut slowest = Duration::ZERO;
+        for _ in 0..5 {
+            let (v, took) = timed(server.gql(None, VALIDATE, json!({ "in": { "licenseKey": s.key } }))).await;
+            assert_eq!(v["data"]["validateLicense"]["code"], "VALID", "{v}");
+            slowest = slowest.max(took);
+        }
+        slowest
+    };
+    let (logins, slowest) = tokio::join!(join_all(logins), probes);
+    assert!(slowest < Duration::from_secs(1), "other callers waited {slowest:?}");
+    let busy = logins
+        .iter()
+        .filter(|(res, _)| error_code(res) == Some("RATE_LIMITED"))
+        .count();
+    for (res, _) in &logins {
+        assert!(
+            matches!(error_code(res), Some("UNAUTHENTICATED" | "RATE_LIMITED")),
+            "{res}"
+        );
+    }
+    assert!(busy > 0, "120 concurrent logins never found the hashing permits taken");
+    assert_eq!(server.audit_count(&owner).await, before, "no session opened");
+}
+on_both_databases!(password_hashing_is_bounded_and_refuses_when_busy, hashing_permits);
 
 /// Twenty logins a minute per address whatever the emails; a malformed or oversized email is
 /// refused before it reaches any limiter; X-Forwarded-For is ignored by default.
 async fn login_budget(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let before = audit_count(&server).await;
+    let before = server.audit_count(&server.owner_token).await;
     for bad in ["not-an-email".to_owned(), format!("{}@x.test", "a".repeat(10_000))] {
         for _ in 0..15 {
             assert_eq!(error_code(&login(&server, &bad, None).await), Some("INVALID_INPUT"));
@@ -131,7 +170,7 @@ async fn login_budget(backend: Backend) {
         Some("RATE_LIMITED"),
         "a claimed address is not believed: {res}"
     );
-    assert_eq!(audit_count(&server).await, before);
+    assert_eq!(server.audit_count(&server.owner_token).await, before);
 }
 on_both_databases!(login_budget_per_address, login_budget);
 

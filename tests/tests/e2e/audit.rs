@@ -34,14 +34,6 @@ struct Case {
     diff: Value,
 }
 
-async fn audit_total(server: &TestServer, token: &str) -> i64 {
-    server
-        .ok(token, "{ auditEvents(first: 1) { totalCount } }", json!({}))
-        .await["auditEvents"]["totalCount"]
-        .as_i64()
-        .unwrap()
-}
-
 fn holds(actual: &Value, expected: &Value) -> bool {
     match (actual, expected) {
         (a, Value::String(s)) if s == "<set>" => !a.is_null(),
@@ -415,7 +407,7 @@ async fn every_mutation(backend: Backend) {
 
     let (mut session, mut device) = (None, None);
     for case in &cases {
-        let before = audit_total(&server, &owner).await;
+        let before = server.audit_count(&owner).await;
         let token = match case.who {
             Who::Owner => Some(owner.clone()),
             Who::Anonymous(_) => None,
@@ -437,7 +429,7 @@ async fn every_mutation(backend: Backend) {
             _ => {}
         }
         assert_eq!(
-            audit_total(&server, &owner).await,
+            server.audit_count(&owner).await,
             before + 1,
             "{}: exactly one audit event",
             case.field
@@ -493,7 +485,7 @@ async fn every_mutation(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
-    let before = audit_total(&server, &owner).await;
+    let before = server.audit_count(&owner).await;
     server
         .ok(&device_token, "mutation { heartbeat { licenseVersion } }", json!({}))
         .await;
@@ -508,7 +500,7 @@ async fn every_mutation(backend: Backend) {
         )
         .await;
     assert_eq!(res["data"]["validateLicense"]["code"], "VALID");
-    assert_eq!(audit_total(&server, &owner).await, before);
+    assert_eq!(server.audit_count(&owner).await, before);
     let device_id = server
         .ok(
             &owner,
@@ -524,7 +516,7 @@ async fn every_mutation(backend: Backend) {
             json!({ "d": device_id }),
         )
         .await;
-    assert_eq!(audit_total(&server, &owner).await, before);
+    assert_eq!(server.audit_count(&owner).await, before);
     // Usage a device records online is its own append-only log (`usage_records`: device,
     // source, recordedAt, receivedAt), not an audit event per unit of work.
     let unaudited = [

@@ -230,14 +230,6 @@ async fn role_of(server: &TestServer, token: &str) -> Option<String> {
     }
 }
 
-async fn audit_count(server: &TestServer) -> i64 {
-    server
-        .ok(&server.owner_token, "{ auditEvents { totalCount } }", json!({}))
-        .await["auditEvents"]["totalCount"]
-        .as_i64()
-        .unwrap()
-}
-
 /// Demoting or disabling a staff user caps or kills the API tokens they created (and the
 /// tokens those tokens created), at once; the guards refuse changes above the caller's role,
 /// to the caller themselves and to the last enabled OWNER, changing nothing.
@@ -261,7 +253,7 @@ async fn staff_updates(backend: Backend) {
 
     // Refused, changing nothing: above the caller's role, the caller themselves, the last
     // OWNER, a caller who may not manage access.
-    let audit_before = audit_count(&server).await;
+    let audit_before = server.audit_count(&server.owner_token).await;
     let support = api_token(&server, &owner, "SUPPORT").await;
     let audit_before = audit_before + 1;
     for (why, token, id, role, disabled, code) in [
@@ -329,7 +321,7 @@ async fn staff_updates(backend: Backend) {
     let nobody = update(&server, &owner, "no-such-user", Some("SUPPORT"), None).await;
     assert_eq!(error_code(&nobody), Some("NOT_FOUND"), "{nobody}");
     assert_eq!(
-        audit_count(&server).await,
+        server.audit_count(&server.owner_token).await,
         audit_before,
         "refused changes record nothing"
     );

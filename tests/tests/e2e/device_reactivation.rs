@@ -109,18 +109,6 @@ fn device_key(seed: u8) -> (SigningKey, String) {
     (key, public)
 }
 
-async fn audit_total(server: &TestServer) -> i64 {
-    server
-        .ok(
-            &server.owner_token,
-            "{ auditEvents(first: 1) { totalCount } }",
-            json!({}),
-        )
-        .await["auditEvents"]["totalCount"]
-        .as_i64()
-        .unwrap()
-}
-
 async fn challenge(server: &TestServer, key: &str, fingerprint: &str) -> String {
     let res = server
         .gql(
@@ -169,7 +157,7 @@ async fn key_proof(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
-    let audit = audit_total(&server).await;
+    let audit = server.audit_count(&server.owner_token).await;
 
     // Another key without a proof, with a proof by the wrong key, with a foreign nonce, with
     // a proof made for another public key: refused, nothing changed.
@@ -215,7 +203,11 @@ async fn key_proof(backend: Backend) {
         );
         server.ok(&token, HEARTBEAT, json!({})).await;
     }
-    assert_eq!(audit_total(&server).await, audit, "refusals changed nothing");
+    assert_eq!(
+        server.audit_count(&server.owner_token).await,
+        audit,
+        "refusals changed nothing"
+    );
     assert_eq!(tests::active_devices(&server, &license).await, 1);
 
     // A valid proof by the old key: the new key takes over, the old token is dead.
@@ -270,7 +262,7 @@ async fn key_proof(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
-    let before = audit_total(&server).await;
+    let before = server.audit_count(&server.owner_token).await;
     let (_, thief_public) = device_key(4);
     let takeover = activate_with(
         &server,
@@ -278,7 +270,7 @@ async fn key_proof(backend: Backend) {
     )
     .await;
     assert_eq!(error_code(&takeover), Some("FORBIDDEN"), "{takeover}");
-    assert_eq!(audit_total(&server).await, before);
+    assert_eq!(server.audit_count(&server.owner_token).await, before);
     server.ok(&keyless_token, HEARTBEAT, json!({})).await;
 }
 on_both_databases!(

@@ -7,19 +7,13 @@ use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use tests::{Backend, TestServer, error_code, on_both_databases, seed};
 
-async fn audit_count(server: &TestServer, token: &str) -> i64 {
-    server.ok(token, "{ auditEvents { totalCount } }", json!({})).await["auditEvents"]["totalCount"]
-        .as_i64()
-        .unwrap()
-}
-
 async fn limits(backend: Backend) {
     let server = TestServer::start(backend).await;
     let token = server.owner_token.clone();
     let s = seed(&server, &token).await;
     let url = format!("{}/graphql", server.base_url);
     let http = server.http();
-    let before = audit_count(&server, &token).await;
+    let before = server.audit_count(&token).await;
 
     // Too deep: 11 levels (through introspection too).
     let deep = "{ licenses { nodes { policy { product { id } } } } __type(name: \"License\") { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } }";
@@ -176,7 +170,7 @@ async fn limits(backend: Backend) {
         .await;
     assert_eq!(status["license"]["status"], "ACTIVE");
     assert_eq!(
-        audit_count(&server, &token).await,
+        server.audit_count(&token).await,
         before,
         "nothing above changed anything"
     );
