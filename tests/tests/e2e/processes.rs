@@ -109,7 +109,10 @@ async fn data_dir_and_everything_in_it_are_private() {
     let port = tests::free_port();
     let log = std::fs::File::create(root.path().join("server.log")).unwrap();
     let _api = Process(
-        Command::new(tests::binary("licensing-api"))
+        // Started with the most permissive umask (through a shell that then becomes the API).
+        Command::new("/bin/sh")
+            .args(["-c", "umask 000 && exec \"$0\""])
+            .arg(tests::binary("licensing-api"))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DATA_DIR", &data_dir)
