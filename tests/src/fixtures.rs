@@ -77,9 +77,9 @@ pub async fn api_token(server: &TestServer, token: &str, role: &str) -> String {
     data["createApiToken"]["token"].as_str().unwrap().to_owned()
 }
 
-/// A product and a policy built from `policy_fields` (GraphQL input fields, e.g.
-/// `maxActivations: 3, floating: true`), and a license under it; returns (policy id, license id, key).
-pub async fn license_with_policy(server: &TestServer, token: &str, policy_fields: &str) -> (String, String, String) {
+/// A fresh product and a policy under it built from `policy_fields` (GraphQL input fields,
+/// e.g. `maxActivations: 3, floating: true`); returns (product id, policy id).
+pub async fn product_and_policy(server: &TestServer, token: &str, policy_fields: &str) -> (String, String) {
     let code = format!("p{}", uuid::Uuid::now_v7().simple());
     let product = server
         .ok(
@@ -98,6 +98,13 @@ pub async fn license_with_policy(server: &TestServer, token: &str, policy_fields
         .as_str()
         .unwrap()
         .to_owned();
+    (product, policy)
+}
+
+/// A product and a policy built from `policy_fields` (as [`product_and_policy`]), and a
+/// license under it; returns (policy id, license id, key).
+pub async fn license_with_policy(server: &TestServer, token: &str, policy_fields: &str) -> (String, String, String) {
+    let (_, policy) = product_and_policy(server, token, policy_fields).await;
     let license = server
         .ok(
             token,

@@ -30,7 +30,7 @@ pub use billing::{
 pub use client::{ClientMachine, ClientRun};
 pub use fixtures::{
     ACTIVATE, Seeded, activate, activation_request, active_devices, api_token, components, deactivation_file,
-    license_with_policy, seed, usage_report_file, verify_license_file,
+    license_with_policy, product_and_policy, seed, usage_report_file, verify_license_file,
 };
 pub use localstripe::{LocalStripe, STRIPE_TEST_KEY};
 pub use redis::RedisServer;

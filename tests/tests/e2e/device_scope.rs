@@ -283,24 +283,12 @@ fn check(types: &BTreeMap<String, Vec<Field>>, ty: &str, value: &Value, at: &str
 /// (license id, key, product id, policy id).
 async fn private_license(server: &TestServer, policy_fields: &str) -> (String, String, String, String) {
     let owner = &server.owner_token;
-    let code = format!("p{}", uuid::Uuid::now_v7().simple());
-    let product = server
-        .ok(
-            owner,
-            "mutation($c: String!) { createProduct(input: {name: \"P\", code: $c}) { id } }",
-            json!({ "c": code }),
-        )
-        .await["createProduct"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let query = format!(
-        "mutation($p: ID!) {{ createPolicy(input: {{productId: $p, name: \"T\", meters: [{{code: \"scans\"}}], {policy_fields}}}) {{ id }} }}"
-    );
-    let policy = server.ok(owner, &query, json!({ "p": product })).await["createPolicy"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (product, policy) = tests::product_and_policy(
+        server,
+        owner,
+        &format!("meters: [{{code: \"scans\"}}], {policy_fields}"),
+    )
+    .await;
     let customer = server
         .ok(
             owner,
