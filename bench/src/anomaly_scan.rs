@@ -16,7 +16,7 @@ use anyhow::{Context as _, ensure};
 use chrono::{DateTime, Duration, DurationRound as _, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
-use crate::median;
+use crate::harness::median;
 use crate::sweeps::{clone_rows, seed_catalog, timed};
 
 /// The meter every series counts.

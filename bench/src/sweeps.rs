@@ -16,7 +16,7 @@ use domain::settings::Settings;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value as SqlValue};
 use serde_json::json;
 
-use crate::{SECRET, graphql, launch_api, median};
+use crate::harness::{SECRET, graphql, launch_api, median};
 
 /// The statuses the sweep reads (live devices).
 const LIVE: &str = "status IN ('ACTIVE', 'CHECKED_OUT')";
@@ -37,7 +37,7 @@ pub(crate) struct Fleet {
 /// real API, stops it, and opens its database here.
 pub(crate) async fn seed_catalog(bin_dir: &Path) -> anyhow::Result<Fleet> {
     let dir = tempfile::tempdir()?;
-    let (server, port, token) = launch_api(bin_dir, dir.path(), "off").await?;
+    let (server, port, token) = launch_api(bin_dir, dir.path(), "off", &[]).await?;
     let gql = |query: &'static str, variables: serde_json::Value| {
         let token = token.clone();
         async move { graphql(port, Some(&token), query, variables).await }
@@ -143,16 +143,16 @@ pub(crate) async fn timed<T>(work: impl Future<Output = anyhow::Result<T>>) -> a
 pub struct Sweep {
     /// `sweep_dead_devices`.
     pub ours: f64,
-    /// The anchor: a raw indexed SELECT of the overdue rows.
-    pub select: f64,
-    /// The sweep's writes (DEAD + seat, one alert and one status-history row per death) as
-    /// three raw set-based statements
-    /// (timed with the reset after them, so an upper bound).
+    /// The anchor: the sweep's writes (DEAD + seat released, the license's seat count, one
+    /// alert and one status-history row per death) as raw set-based statements in one
+    /// transaction on the same rows.
     pub raw_writes: f64,
+    /// For scale: a raw indexed SELECT of the overdue rows (writes nothing).
+    pub select: f64,
 }
 
-/// D1: the heartbeat sweep over `devices` devices of which 1% are newly overdue, against a raw
-/// indexed SELECT of the same rows.
+/// D1: the heartbeat sweep over `devices` devices of which 1% are newly overdue, against the
+/// same writes as raw set-based SQL on the same rows.
 pub async fn d1(bin_dir: &Path, devices: u64, reps: usize) -> anyhow::Result<Sweep> {
     let fleet = seed_catalog(bin_dir).await?;
     let db = &fleet.domain.writer;
@@ -208,6 +208,15 @@ pub async fn d1(bin_dir: &Path, devices: u64, reps: usize) -> anyhow::Result<Swe
         Statement::from_sql_and_values(
             DbBackend::Sqlite,
             format!(
+                "UPDATE licenses SET seats_used = seats_used - (SELECT count(*) FROM devices \
+                 WHERE devices.license_id = licenses.id AND holds_seat AND {LIVE} AND heartbeat_deadline_at < ?) \
+                 WHERE id IN (SELECT license_id FROM devices WHERE {LIVE} AND heartbeat_deadline_at < ?)"
+            ),
+            [now.into(), now.into()],
+        ),
+        Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            format!(
                 "UPDATE devices SET status = 'DEAD', holds_seat = 0, updated_at = ? WHERE {LIVE} AND heartbeat_deadline_at < ?"
             ),
             [now.into(), now.into()],
@@ -228,11 +237,11 @@ pub async fn d1(bin_dir: &Path, devices: u64, reps: usize) -> anyhow::Result<Swe
                 tx.execute_raw(statement.clone()).await?;
             }
             tx.commit().await?;
-            db.execute_unprepared(&reset).await?;
             Ok(())
         })
         .await?;
         floor.push(seconds);
+        db.execute_unprepared(&reset).await?;
         let (rows, seconds) = timed(async { Ok(fleet.domain.db.query_all_raw(raw_select.clone()).await?) }).await?;
         ensure!(rows.len() as u64 == overdue, "the raw SELECT found {} rows", rows.len());
         anchor.push(seconds);
@@ -340,16 +349,16 @@ pub async fn run(bin_dir: &Path, quick: bool) -> anyhow::Result<()> {
     let devices = if quick { 100_000 } else { 1_000_000 };
     let sweep = d1(bin_dir, devices, 3).await.context("D1")?;
     println!(
-        "D1 heartbeat sweep, {devices} devices, 1% newly overdue: {:.1} ms / raw indexed SELECT {:.1} ms = {:.2}x (bar <= 1.5x) {} [the same writes as raw SQL: {:.1} ms]",
+        "D1 heartbeat sweep, {devices} devices, 1% newly overdue: {:.1} ms / the same writes as raw set-based SQL {:.1} ms = {:.2}x (bar <= 1.2x) {} [median of 3 interleaved; a raw indexed SELECT of the overdue rows, writing nothing: {:.1} ms]",
         sweep.ours * 1000.0,
-        sweep.select * 1000.0,
-        sweep.ours / sweep.select,
-        if sweep.ours <= 1.5 * sweep.select {
+        sweep.raw_writes * 1000.0,
+        sweep.ours / sweep.raw_writes,
+        if sweep.ours <= 1.2 * sweep.raw_writes {
             "PASS"
         } else {
             "FAIL"
         },
-        sweep.raw_writes * 1000.0,
+        sweep.select * 1000.0,
     );
     let scan = d3(bin_dir, 100_000).await.context("D3")?;
     println!(

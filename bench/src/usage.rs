@@ -15,12 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use bytes::Bytes;
 use domain::settings::Settings;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, TransactionTrait};
 use serde_json::{Value, json};
 
-use crate::{Load, SECRET, cpu_seconds, drive, graphql, launch_api, median, report};
+use crate::harness::{Load, SECRET, bearer, cpu_seconds, drive, graphql, graphql_body, launch_api, median, report};
 
 const RECORD: &str =
     "mutation($k: String!) { recordUsage(input: {meter: \"api\", quantity: 1, idempotencyKey: $k}) { used } }";
@@ -30,7 +29,7 @@ const REPORT_RECORDS: u64 = 10_000;
 /// The API (embedded workers off) with a metered license and one device activated online with
 /// the bench's device key.
 struct Metered {
-    server: crate::Server,
+    server: crate::harness::Server,
     port: u16,
     device_token: String,
     license_file: String,
@@ -39,7 +38,7 @@ struct Metered {
 
 async fn seed(bin_dir: &Path, device_key: &ed25519_dalek::SigningKey) -> anyhow::Result<Metered> {
     let dir = tempfile::tempdir()?;
-    let (server, port, token) = launch_api(bin_dir, dir.path(), "off").await?;
+    let (server, port, token) = launch_api(bin_dir, dir.path(), "off", &[]).await?;
     let gql = |query: &'static str, variables: Value| {
         let token = token.clone();
         async move { graphql(port, Some(&token), query, variables).await }
@@ -216,16 +215,16 @@ pub async fn run(
     let anchor = anchor_database(metered.dir.path()).await?;
 
     // B1.
+    let token = bearer(&metered.device_token)?;
     let b1 = Load {
         port: metered.port,
         path: "/graphql",
-        body: Arc::new(|n| {
-            Bytes::from(
-                serde_json::to_vec(&json!({ "query": RECORD, "variables": { "k": format!("bench-{n}") } }))
-                    .unwrap_or_default(),
+        request: Arc::new(move |n| {
+            (
+                graphql_body(RECORD, &json!({ "k": format!("bench-{n}") })),
+                Some(token.clone()),
             )
         }),
-        bearer: Some(metered.device_token.clone()),
         check: |v| v["data"]["recordUsage"]["used"].as_i64().is_some_and(|u| u > 0),
     };
     drive(&b1, connections, Duration::from_millis(500)).await?;
@@ -235,13 +234,13 @@ pub async fn run(
         let (rate, end) = single_inserts(&anchor, next_row, duration).await?;
         next_row = end;
         raw.push(rate);
-        let cpu = cpu_seconds(metered.server.pid());
+        let cpu = cpu_seconds(&[metered.server.pid()]);
         let started = Instant::now();
         let (rate, failed) = drive(&b1, connections, duration).await?;
         if failed > 0 {
             bail!("B1: {failed} recordUsage answers failed their check");
         }
-        busy.push((cpu_seconds(metered.server.pid()) - cpu) / started.elapsed().as_secs_f64() * 100.0);
+        busy.push((cpu_seconds(&[metered.server.pid()]) - cpu) / started.elapsed().as_secs_f64() * 100.0);
         ours.push(rate);
     }
     report(

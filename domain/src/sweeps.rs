@@ -105,7 +105,13 @@ impl Domain {
                         release_seats(&tx, license, i32::try_from(freed.len()).unwrap_or(i32::MAX)).await?;
                     }
                 }
-                let kept = dead_now(&ids, now).exec_with_returning(&tx).await?;
+                // Those that held no seat (or every device, when seats are kept); none left
+                // when every overdue device just gave its seat back.
+                let kept = if freed.len() < ids.len() {
+                    dead_now(&ids, now).exec_with_returning(&tx).await?
+                } else {
+                    Vec::new()
+                };
                 let deaths = freed
                     .iter()
                     .map(|d| dead_alert(license, d, true))

@@ -55,7 +55,11 @@ pub fn decode(label: &str, text: &str) -> Result<Vec<u8>, ArmourError> {
     let body = rest
         .strip_suffix(end.as_str())
         .ok_or_else(|| ArmourError::MissingEnd(label.to_owned()))?;
-    let compact: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    // Line by line (a copy per line, not a test per byte): this is on the client's offline check.
+    let mut compact = Vec::with_capacity(body.len());
+    for piece in body.split_ascii_whitespace() {
+        compact.extend_from_slice(piece.as_bytes());
+    }
     STANDARD.decode(compact).map_err(|_| ArmourError::Base64)
 }
 
