@@ -1,4 +1,4 @@
-//! The HTTP surface: `/graphql` (POST, GET with GraphiQL), `/graphql/ws` (subscriptions),
+//! The HTTP surface: `/graphql` (POST, by query text or trusted `documentId`; GET with GraphiQL), `/graphql/ws` (subscriptions),
 //! `/healthz`, `/readyz`, `/metrics`, `/webhooks/stripe` (`stripe_webhook`).
 //! The body cap, the batch refusal, the GET-mutation refusal, the request id, the 10 s timeout
 //! and error masking all happen here, before and after the schema runs.
@@ -17,6 +17,7 @@ use tracing::Instrument as _;
 
 use crate::graphql::context::{Caller, ClientIp, RequestId, Scope, SocketToken};
 use crate::graphql::error::ErrorCode;
+use crate::graphql::trusted::{DirectCall, Named, TrustedRequest};
 use crate::graphql::{Schemas, mask_errors};
 use crate::metrics::Metrics;
 
@@ -165,14 +166,7 @@ async fn execute(
         // of the expensive anonymous fields.
         let prepared = match state.schemas.prepare(&mut request) {
             Ok(prepared) => prepared,
-            Err(refused) => {
-                state
-                    .metrics
-                    .graphql_errors
-                    .with_label_values(&[ErrorCode::InvalidInput.as_str()])
-                    .inc();
-                return HttpResponse::Ok().json(async_graphql::Response::from_errors(vec![refused]));
-            }
+            Err(refused) => return respond(state, &request_id, async_graphql::Response::from_errors(vec![refused])),
         };
         let caller = match caller {
             Some(caller) => caller,
@@ -182,40 +176,81 @@ async fn execute(
             .data(caller)
             .data(client_ip(state, req))
             .data(RequestId(request_id.clone()));
-        let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, prepared.schema.execute(request)).await {
+        let response = match tokio::time::timeout(REQUEST_TIMEOUT, prepared.schema.execute(request)).await {
             Ok(response) => {
                 state.schemas.remember(prepared.to_remember, &response);
                 response
             }
-            Err(_) => {
-                tracing::warn!("request timed out");
-                async_graphql::Response::from_errors(vec![
-                    ErrorCode::Internal.server_error("the request took too long"),
-                ])
-            }
+            Err(_) => timed_out(),
         };
-        mask_errors(&mut response.errors, &request_id);
-        for err in &response.errors {
-            if let Some(async_graphql::Value::String(code)) = err.extensions.as_ref().and_then(|e| e.get("code")) {
-                state.metrics.graphql_errors.with_label_values(&[code.as_str()]).inc();
-            }
-        }
-        let retry_after =
-            response
-                .errors
-                .iter()
-                .find_map(|e| match e.extensions.as_ref().and_then(|x| x.get("retryAfter")) {
-                    Some(async_graphql::Value::Number(n)) => n.as_u64(),
-                    _ => None,
-                });
-        let mut http = HttpResponse::Ok();
-        if let Some(seconds) = retry_after {
-            http.insert_header((header::RETRY_AFTER, seconds.to_string()));
-        }
-        http.json(response)
+        respond(state, &request_id, response)
     }
     .instrument(span)
     .await
+}
+
+/// Answers a trusted document by its direct path (`None`: it has none for this request, and
+/// the executor answers it), under the same timeout and request span as the executor.
+async fn answer_directly(
+    state: &AppState,
+    req: &HttpRequest,
+    trusted: &TrustedRequest<'_>,
+    body: &serde_json::Value,
+    caller: Option<&Caller>,
+) -> Option<HttpResponse> {
+    let request_id = request_id(req);
+    let span = tracing::info_span!("graphql", request_id = %request_id);
+    async {
+        let ip = client_ip(state, req);
+        let call = DirectCall {
+            domain: &state.domain,
+            limiters: &state.schemas.device_limiters,
+            client_ip: &ip.0,
+            request_id: &request_id,
+        };
+        let authenticate = async || match caller {
+            Some(caller) => caller.clone(),
+            None => self::caller(state, authorization_header(req), &request_id).await,
+        };
+        let response =
+            match tokio::time::timeout(REQUEST_TIMEOUT, trusted.answer_directly(body, call, authenticate)).await {
+                Ok(answer) => answer?,
+                Err(_) => timed_out(),
+            };
+        state.metrics.trusted_documents.with_label_values(&["direct"]).inc();
+        Some(respond(state, &request_id, response))
+    }
+    .instrument(span)
+    .await
+}
+
+fn timed_out() -> async_graphql::Response {
+    tracing::warn!("request timed out");
+    async_graphql::Response::from_errors(vec![ErrorCode::Internal.server_error("the request took too long")])
+}
+
+/// The HTTP answer to a GraphQL response, with every error masked (allow-listed codes only)
+/// and counted, and `Retry-After` from a rate-limited error.
+fn respond(state: &AppState, request_id: &str, mut response: async_graphql::Response) -> HttpResponse {
+    mask_errors(&mut response.errors, request_id);
+    for err in &response.errors {
+        if let Some(async_graphql::Value::String(code)) = err.extensions.as_ref().and_then(|e| e.get("code")) {
+            state.metrics.graphql_errors.with_label_values(&[code.as_str()]).inc();
+        }
+    }
+    let retry_after =
+        response
+            .errors
+            .iter()
+            .find_map(|e| match e.extensions.as_ref().and_then(|x| x.get("retryAfter")) {
+                Some(async_graphql::Value::Number(n)) => n.as_u64(),
+                _ => None,
+            });
+    let mut http = HttpResponse::Ok();
+    if let Some(seconds) = retry_after {
+        http.insert_header((header::RETRY_AFTER, seconds.to_string()));
+    }
+    http.json(response)
 }
 
 /// Reads the body up to [`MAX_BODY_BYTES`], or up to [`MAX_STAFF_BODY_BYTES`] for a caller who
@@ -285,16 +320,36 @@ async fn graphql_post(state: web::Data<AppState>, req: HttpRequest, payload: web
             "batched operations are not accepted; send one operation per request",
         );
     }
-    let request: async_graphql::Request = match serde_json::from_value(value) {
+    let trusted = match state.schemas.trusted.named(&value) {
+        Ok(Named::Trusted(trusted)) => Some(trusted),
+        Ok(Named::Text) => None,
+        Err(refused) => {
+            return respond(
+                &state,
+                &request_id(&req),
+                async_graphql::Response::from_errors(vec![refused]),
+            );
+        }
+    };
+    if let Some(trusted) = &trusted
+        && let Some(answered) = answer_directly(&state, &req, trusted, &value, caller.as_ref()).await
+    {
+        return answered;
+    }
+    let mut request: async_graphql::Request = match serde_json::from_value(value) {
         Ok(request) => request,
         Err(_) => {
             return error_body(
                 actix_web::http::StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidInput,
-                "the body must be {\"query\", \"variables\", \"operationName\"}",
+                "the body must be {\"query\", \"variables\", \"operationName\"} or {\"documentId\", \"variables\", \"operationName\"}",
             );
         }
     };
+    if let Some(trusted) = trusted {
+        state.metrics.trusted_documents.with_label_values(&["executor"]).inc();
+        trusted.text().clone_into(&mut request.query);
+    }
     execute(&state, &req, request, caller).await
 }
 

@@ -12,6 +12,8 @@ pub struct Metrics {
     pub http_latency: HistogramVec,
     /// GraphQL errors by code.
     pub graphql_errors: IntCounterVec,
+    /// Requests naming a trusted document, by how they were answered (`direct` or `executor`).
+    pub trusted_documents: IntCounterVec,
 }
 
 impl Metrics {
@@ -33,14 +35,23 @@ impl Metrics {
         )?;
         let graphql_errors =
             IntCounterVec::new(Opts::new("graphql_errors_total", "GraphQL errors by code"), &["code"])?;
+        let trusted_documents = IntCounterVec::new(
+            Opts::new(
+                "graphql_trusted_documents_total",
+                "Requests naming a trusted document by documentId, by how they were answered",
+            ),
+            &["path"],
+        )?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_latency.clone()))?;
         registry.register(Box::new(graphql_errors.clone()))?;
+        registry.register(Box::new(trusted_documents.clone()))?;
         Ok(Self {
             registry,
             http_requests,
             http_latency,
             graphql_errors,
+            trusted_documents,
         })
     }
 

@@ -1,4 +1,4 @@
-//! The GraphQL operations the client sends, one document each in `client/graphql/`, typed at
+//! The GraphQL operations the client sends, one document each in `protocol/graphql/` (the trusted documents), typed at
 //! compile time against the committed `schema.graphql`: a document that selects a field the
 //! schema no longer has, or a variable of the wrong type, does not compile, and an answer of
 //! another shape is an error rather than a silent null.
@@ -15,7 +15,7 @@ type JSON = serde_json::Value;
 #[derive(GraphQLQuery)]
 #[graphql(
     schema_path = "../schema.graphql",
-    query_path = "graphql/activate_device.graphql",
+    query_path = "../protocol/graphql/activate_device.graphql",
     skip_serializing_none,
     response_derives = "Debug"
 )]
@@ -25,7 +25,7 @@ pub struct ActivateDevice;
 #[derive(GraphQLQuery)]
 #[graphql(
     schema_path = "../schema.graphql",
-    query_path = "graphql/fetch_license_file.graphql",
+    query_path = "../protocol/graphql/fetch_license_file.graphql",
     response_derives = "Debug"
 )]
 pub struct FetchLicenseFile;
@@ -34,7 +34,7 @@ pub struct FetchLicenseFile;
 #[derive(GraphQLQuery)]
 #[graphql(
     schema_path = "../schema.graphql",
-    query_path = "graphql/heartbeat.graphql",
+    query_path = "../protocol/graphql/heartbeat.graphql",
     response_derives = "Debug"
 )]
 pub struct Heartbeat;
@@ -43,7 +43,7 @@ pub struct Heartbeat;
 #[derive(GraphQLQuery)]
 #[graphql(
     schema_path = "../schema.graphql",
-    query_path = "graphql/check_out_device.graphql",
+    query_path = "../protocol/graphql/check_out_device.graphql",
     response_derives = "Debug"
 )]
 pub struct CheckOutDevice;
@@ -52,7 +52,7 @@ pub struct CheckOutDevice;
 #[derive(GraphQLQuery)]
 #[graphql(
     schema_path = "../schema.graphql",
-    query_path = "graphql/check_in_device.graphql",
+    query_path = "../protocol/graphql/check_in_device.graphql",
     response_derives = "Debug"
 )]
 pub struct CheckInDevice;
@@ -61,7 +61,7 @@ pub struct CheckInDevice;
 #[derive(GraphQLQuery)]
 #[graphql(
     schema_path = "../schema.graphql",
-    query_path = "graphql/deactivate_device.graphql",
+    query_path = "../protocol/graphql/deactivate_device.graphql",
     response_derives = "Debug"
 )]
 pub struct DeactivateDevice;

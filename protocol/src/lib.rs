@@ -8,7 +8,8 @@
 //! - [`offline`]: the files a device writes: activation request, deactivation file, usage report;
 //! - [`fingerprint`]: fingerprints derived from machine components, and k-of-n matching;
 //! - [`ledger`]: the signed, hash-chained offline usage ledger and its checks;
-//! - [`validation`]: the validation codes and the offline rules a client applies to a file.
+//! - [`validation`]: the validation codes and the offline rules a client applies to a file;
+//! - [`trusted_documents`]: the GraphQL documents devices send by id.
 
 pub mod armour;
 pub mod envelope;
@@ -17,4 +18,5 @@ pub mod ledger;
 pub mod license_file;
 pub mod offline;
 pub mod signing;
+pub mod trusted_documents;
 pub mod validation;

@@ -219,6 +219,33 @@ impl TestServer {
         &self.http
     }
 
+    /// POSTs `body` to `/graphql` as it is and returns the answer's bytes, unparsed.
+    pub async fn post_raw(&self, token: Option<&str>, body: &Value) -> String {
+        let mut req = self.http.post(format!("{}/graphql", self.base_url)).json(body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let res = req.send().await.expect("request");
+        assert_eq!(res.status(), 200, "GraphQL answers 200");
+        res.text().await.expect("body")
+    }
+
+    /// The value of one Prometheus sample at `/metrics` (`name{labels}`), 0 when absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base_url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
     /// Sends a GraphQL operation with a bearer token and returns the whole JSON response.
     pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
         let mut req = self

@@ -50,6 +50,24 @@ pub enum Caller {
     Authenticated(Scope),
 }
 
+impl Caller {
+    /// The authenticated caller's scope, or why there is none.
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED` without valid credentials; `INTERNAL` when they could not be checked.
+    pub fn scope(&self) -> ApiResult<&Scope> {
+        match self {
+            Self::Authenticated(scope) => Ok(scope),
+            Self::Invalid(message) => Err(ApiError::new(ErrorCode::Unauthenticated, message.clone())),
+            Self::Unavailable => Err(ApiError::new(ErrorCode::Internal, UNAVAILABLE)),
+            Self::Anonymous => Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "send Authorization: Bearer <token>",
+            )),
+        }
+    }
+}
+
 /// What a caller whose credentials could not be checked hears.
 pub const UNAVAILABLE: &str = "authentication is unavailable right now; try again (quote the requestId)";
 
@@ -99,15 +117,7 @@ impl ContextExt for Context<'_> {
     }
 
     fn scope(&self) -> ApiResult<&Scope> {
-        match self.data_opt::<Caller>() {
-            Some(Caller::Authenticated(scope)) => Ok(scope),
-            Some(Caller::Invalid(message)) => Err(ApiError::new(ErrorCode::Unauthenticated, message.clone())),
-            Some(Caller::Unavailable) => Err(ApiError::new(ErrorCode::Internal, UNAVAILABLE)),
-            Some(Caller::Anonymous) | None => Err(ApiError::new(
-                ErrorCode::Unauthenticated,
-                "send Authorization: Bearer <token>",
-            )),
-        }
+        self.data_opt::<Caller>().unwrap_or(&Caller::Anonymous).scope()
     }
 
     fn request_id(&self) -> Option<String> {

@@ -405,12 +405,89 @@ pub fn activation_budget(ctx: &Context<'_>, license_key: &str) -> ApiResult<()> 
 
 /// Counts an unknown key against the caller's address: `Err` when the address is past
 /// [`MAX_UNKNOWN_KEYS_PER_MINUTE`].
-fn unknown_key_guard(ctx: &Context<'_>) -> ApiResult<()> {
-    let ip = ctx.data_opt::<ClientIp>().map_or("unknown", |ip| ip.0.as_str());
-    device_limiters(ctx)
+fn unknown_key_guard(limiters: &DeviceLimiters, client_ip: &str) -> ApiResult<()> {
+    limiters
         .unknown_keys
-        .check(ip)
+        .check(client_ip)
         .map_err(|seconds| ApiError::rate_limited("unknown license keys", seconds))
+}
+
+/// `validateLicense` for a caller at `client_ip`: the resolver, and the direct path of the
+/// trusted document (`crate::graphql::trusted`), which must answer the same.
+///
+/// # Errors
+/// RATE_LIMITED past a key's budgets, or past the unknown keys one address may try.
+pub async fn validate(
+    domain: &domain::Domain,
+    limiters: &DeviceLimiters,
+    client_ip: &str,
+    request_id: Option<String>,
+    input: ValidateLicenseInput,
+) -> ApiResult<Validation> {
+    let narrower = match input.fingerprint.as_deref() {
+        Some(fingerprint) => (
+            &limiters.device_validations,
+            fingerprint,
+            "validations of this license key by this device",
+        ),
+        None => (
+            &limiters.keyless_validations,
+            "",
+            "validations of this license key without a fingerprint",
+        ),
+    };
+    per_key_budget(
+        (&limiters.validations, "validations of this license key"),
+        Some(narrower),
+        &input.license_key,
+    )?;
+    let outcome = domain
+        .validate_license(
+            domain::devices::ValidateInput {
+                license_key: input.license_key,
+                fingerprint: input.fingerprint,
+                components: input.components.map(|c| pairs(Some(c))),
+                entitlements: input.entitlements.unwrap_or_default(),
+            },
+            request_id,
+        )
+        .await?;
+    if outcome.verdict.code == protocol::validation::ValidationCode::NotFound {
+        unknown_key_guard(limiters, client_ip)?;
+    }
+    let scope = outcome.actor.map(|actor| Scope::new(domain, actor));
+    Ok(Validation {
+        valid: outcome.verdict.code == protocol::validation::ValidationCode::Valid,
+        code: outcome.verdict.code.into(),
+        detail: outcome.verdict.detail,
+        license: outcome.license.map(|l| License::scoped(l, scope.clone())),
+        device: outcome.device.map(|d| Device::scoped(d, scope)),
+    })
+}
+
+/// `heartbeat` for an authenticated caller: the resolver, and the direct path of the trusted
+/// document.
+///
+/// # Errors
+/// RATE_LIMITED past the device's budget; the domain's refusals.
+pub async fn heartbeat(
+    domain: &domain::Domain,
+    limiters: &DeviceLimiters,
+    actor: &domain::Actor,
+) -> ApiResult<Heartbeat> {
+    if let domain::ActorKind::Device { device_id, .. } = &actor.kind {
+        limiters
+            .heartbeats
+            .check(device_id.as_str())
+            .map_err(|seconds| ApiError::rate_limited("heartbeats from this device", seconds))?;
+    }
+    let outcome = domain.heartbeat(actor).await?;
+    Ok(Heartbeat {
+        device: outcome.device.into(),
+        next_heartbeat_due_at: outcome.next_heartbeat_due_at,
+        license_version: outcome.license_version,
+        update_available: outcome.update_available,
+    })
 }
 
 /// Device queries.
@@ -478,7 +555,8 @@ impl DeviceMutation {
         };
         let activation = match domain.activate_device(input, ctx.request_id()).await {
             Err(err @ domain::Error::NotFound("license")) => {
-                unknown_key_guard(ctx)?;
+                let ip = ctx.data_opt::<ClientIp>().map_or("unknown", |ip| ip.0.as_str());
+                unknown_key_guard(device_limiters(ctx), ip)?;
                 return Err(err.into());
             }
             other => other?,
@@ -494,65 +572,13 @@ impl DeviceMutation {
     /// Validates a license key (no token needed), and a device when a fingerprint is given.
     /// A bad key is `valid: false, code: NOT_FOUND`, never an error.
     async fn validate_license(&self, ctx: &Context<'_>, input: ValidateLicenseInput) -> ApiResult<Validation> {
-        let domain = ctx.domain();
-        let limiters = device_limiters(ctx);
-        let narrower = match input.fingerprint.as_deref() {
-            Some(fingerprint) => (
-                &limiters.device_validations,
-                fingerprint,
-                "validations of this license key by this device",
-            ),
-            None => (
-                &limiters.keyless_validations,
-                "",
-                "validations of this license key without a fingerprint",
-            ),
-        };
-        per_key_budget(
-            (&limiters.validations, "validations of this license key"),
-            Some(narrower),
-            &input.license_key,
-        )?;
-        let outcome = domain
-            .validate_license(
-                domain::devices::ValidateInput {
-                    license_key: input.license_key,
-                    fingerprint: input.fingerprint,
-                    components: input.components.map(|c| pairs(Some(c))),
-                    entitlements: input.entitlements.unwrap_or_default(),
-                },
-                ctx.request_id(),
-            )
-            .await?;
-        if outcome.verdict.code == protocol::validation::ValidationCode::NotFound {
-            unknown_key_guard(ctx)?;
-        }
-        let scope = outcome.actor.map(|actor| Scope::new(domain, actor));
-        Ok(Validation {
-            valid: outcome.verdict.code == protocol::validation::ValidationCode::Valid,
-            code: outcome.verdict.code.into(),
-            detail: outcome.verdict.detail,
-            license: outcome.license.map(|l| License::scoped(l, scope.clone())),
-            device: outcome.device.map(|d| Device::scoped(d, scope)),
-        })
+        let ip = ctx.data_opt::<ClientIp>().map_or("unknown", |ip| ip.0.as_str());
+        validate(ctx.domain(), device_limiters(ctx), ip, ctx.request_id(), input).await
     }
 
     /// Records the calling device's heartbeat (device token).
     async fn heartbeat(&self, ctx: &Context<'_>) -> ApiResult<Heartbeat> {
-        let actor = ctx.actor()?;
-        if let domain::ActorKind::Device { device_id, .. } = &actor.kind {
-            device_limiters(ctx)
-                .heartbeats
-                .check(device_id.as_str())
-                .map_err(|seconds| ApiError::rate_limited("heartbeats from this device", seconds))?;
-        }
-        let outcome = ctx.domain().heartbeat(actor).await?;
-        Ok(Heartbeat {
-            device: outcome.device.into(),
-            next_heartbeat_due_at: outcome.next_heartbeat_due_at,
-            license_version: outcome.license_version,
-            update_available: outcome.update_available,
-        })
+        heartbeat(ctx.domain(), device_limiters(ctx), ctx.actor()?).await
     }
 
     /// A freshly signed license file for the calling device (device token).

@@ -19,6 +19,7 @@ pub mod enums;
 pub mod error;
 pub mod licenses;
 pub mod loaders;
+pub mod trusted;
 pub mod usage;
 pub mod vendor;
 
@@ -106,6 +107,11 @@ pub struct Schemas {
     /// Parsed documents by query text that passed full validation.
     /// (Least recently used documents leave first; the cache is shared by clones.)
     validated: moka::sync::Cache<String, ExecutableDocument>,
+    /// The trusted documents, parsed.
+    pub trusted: std::sync::Arc<trusted::TrustedDocuments>,
+    /// The device-facing rate limiters (the direct path of the trusted documents uses the
+    /// resolvers' own).
+    pub device_limiters: std::sync::Arc<devices::DeviceLimiters>,
 }
 
 /// How a request was prepared: the schema to run it on, and the parsed document to remember
@@ -148,12 +154,14 @@ impl Schemas {
             fast: build(MAX_DEPTH, Fast),
             introspection: (!production).then(|| build(MAX_INTROSPECTION_DEPTH, Strict)),
             validated: moka::sync::Cache::new(MAX_CACHED_DOCUMENTS),
+            trusted: std::sync::Arc::default(),
+            device_limiters,
         }
     }
 
-    /// Chooses the schema for `request`: the fast one for a query text validated before, the
-    /// introspection one when every root field of the selected operation (through fragments)
-    /// is `__schema`, `__type` or `__typename`, else the main one.
+    /// Chooses the schema for `request`: the fast one for a trusted document or a query text
+    /// validated before, the introspection one when every root field of the selected operation
+    /// (through fragments) is `__schema`, `__type` or `__typename`, else the main one.
     ///
     /// # Errors
     /// `INVALID_INPUT` for a document holding more than one of
@@ -169,6 +177,13 @@ impl Schemas {
             }
             Ok(())
         };
+        if let Some(doc) = self.trusted.parsed(&request.query) {
+            request.set_parsed_query(doc.clone());
+            return Ok(Prepared {
+                schema: &self.fast,
+                to_remember: None,
+            });
+        }
         if let Some(doc) = self.validated.get(&request.query) {
             one_per_document(&doc)?;
             request.set_parsed_query(doc);
@@ -254,6 +269,9 @@ pub fn mask_errors(errors: &mut [ServerError], request_id: &str) {
         } else if error.path.is_empty()
             || message.starts_with("Failed to parse")
             || message.starts_with("Invalid value")
+            // An argument that does not coerce, found while resolving a document that ran
+            // without re-validation (a trusted or already validated one) with other variables.
+            || message.contains("(occurred while parsing")
         {
             (ErrorCode::InvalidInput, true)
         } else {

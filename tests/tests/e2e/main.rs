@@ -21,4 +21,5 @@ mod offline;
 mod payloads;
 mod processes;
 mod tenancy;
+mod trusted_documents;
 mod usage;
