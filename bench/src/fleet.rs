@@ -10,18 +10,14 @@ use bytes::Bytes;
 use hyper::header::HeaderValue;
 use serde_json::{Value, json};
 
-use crate::harness::{bearer, graphql, graphql_body};
+use protocol::trusted_documents::{HEARTBEAT, TrustedDocument, VALIDATE_LICENSE};
+
+use crate::harness::{bearer, graphql};
 
 /// Devices activated on each license (and its seat count).
 pub const DEVICES_PER_LICENSE: usize = 100;
 /// Activations in flight while seeding.
 const SEEDING_CONNECTIONS: usize = 16;
-
-/// `validateLicense` with a key and a fingerprint, as the client library sends it.
-pub const VALIDATE: &str =
-    "mutation($k: String!, $f: String) { validateLicense(input: {licenseKey: $k, fingerprint: $f}) { valid code } }";
-/// `heartbeat` with a device token, as the client library sends it.
-pub const HEARTBEAT: &str = "mutation { heartbeat { updateAvailable licenseVersion } }";
 
 /// One activated device.
 pub struct Device {
@@ -40,25 +36,29 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// A `validateLicense` request per device.
+    /// A `validateLicense` request per device, by trusted document id (as software that
+    /// validates online sends it).
     pub fn validations(&self) -> Vec<(Bytes, Option<HeaderValue>)> {
         self.devices
             .iter()
             .map(|d| {
                 (
-                    graphql_body(VALIDATE, &json!({ "k": &*d.key, "f": d.fingerprint })),
+                    trusted_body(
+                        VALIDATE_LICENSE,
+                        &json!({ "input": { "licenseKey": &*d.key, "fingerprint": d.fingerprint } }),
+                    ),
                     None,
                 )
             })
             .collect()
     }
 
-    /// A `heartbeat` request per device.
+    /// A `heartbeat` request per device, by trusted document id (as the client sends it).
     ///
     /// # Errors
     /// A device token that is not a valid header value.
     pub fn heartbeats(&self) -> anyhow::Result<Vec<(Bytes, Option<HeaderValue>)>> {
-        let body = graphql_body(HEARTBEAT, &json!({}));
+        let body = trusted_body(HEARTBEAT, &json!({}));
         self.devices
             .iter()
             .map(|d| Ok((body.clone(), Some(bearer(&d.token)?))))
@@ -140,4 +140,10 @@ pub async fn seed(port: u16, token: &str, licenses: usize) -> anyhow::Result<Fle
     }
     devices.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
     Ok(Fleet { devices })
+}
+
+/// The body naming a trusted document by id.
+fn trusted_body(document: TrustedDocument, variables: &Value) -> Bytes {
+    let body = json!({ "documentId": document.id(), "operationName": document.operation_name, "variables": variables });
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
