@@ -104,14 +104,6 @@ pub struct TrustedRequest<'a> {
     known: &'a Known,
 }
 
-impl TrustedRequest<'_> {
-    /// The document's text.
-    #[must_use]
-    pub fn text(&self) -> &'static str {
-        self.known.document.text
-    }
-}
-
 impl TrustedDocuments {
     /// The trusted document a body names by id, if any.
     ///
@@ -191,6 +183,12 @@ pub struct DirectCall<'a> {
 }
 
 impl TrustedRequest<'_> {
+    /// The document's text.
+    #[must_use]
+    pub fn text(&self) -> &'static str {
+        self.known.document.text
+    }
+
     /// Answers the request by the direct path, or `None` when it has none or the request is
     /// not exactly what the direct path knows (the executor answers it then). `caller` is
     /// asked only by the calls that need one.
