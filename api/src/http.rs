@@ -1,5 +1,6 @@
 //! The HTTP surface: `/graphql` (POST, GET with GraphiQL), `/graphql/ws` (subscriptions),
-//! `/healthz`, `/readyz`, `/metrics`, `/webhooks/stripe` (`stripe_webhook`).
+//! `/healthz`, `/readyz`, `/metrics`, `/webhooks/stripe` (`stripe_webhook`), and the browser
+//! pages: `/console` and the embedded assets under `/assets/<build>/` (`pages`, `assets`).
 //! The body cap, the batch refusal, the GET-mutation refusal, the request id, the 10 s timeout
 //! and error masking all happen here, before and after the schema runs.
 
@@ -10,7 +11,6 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
-use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
 use domain::Domain;
 use tracing::Instrument as _;
@@ -58,7 +58,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
-        .route("/webhooks/stripe", web::post().to(crate::stripe_webhook::receive));
+        .route("/webhooks/stripe", web::post().to(crate::stripe_webhook::receive))
+        .route("/console", web::get().to(crate::pages::console))
+        .route("/assets/{build}/{path:.*}", web::get().to(crate::assets::serve));
 }
 
 /// Gives each request an id (`X-Request-Id`, echoed back) and counts it in the metrics.
@@ -314,13 +316,7 @@ async fn graphql_get(state: web::Data<AppState>, req: HttpRequest, params: web::
         operation_name,
     } = params.into_inner();
     let Some(query) = query else {
-        return HttpResponse::Ok().content_type("text/html; charset=utf-8").body(
-            GraphiQLSource::build()
-                .endpoint("/graphql")
-                .subscription_endpoint("/graphql/ws")
-                .title("licensing GraphiQL")
-                .finish(),
-        );
+        return crate::pages::graphiql();
     };
     let variables = match variables
         .as_deref()
