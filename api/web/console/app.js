@@ -94,4 +94,6 @@ function App() {
     <main id="main"><${Page} path=${path} viewer=${viewer} /></main>`;
 }
 
-render(html`<${App} />`, document.getElementById('app'));
+const root = document.getElementById('app');
+root.textContent = '';
+render(html`<${App} />`, root);

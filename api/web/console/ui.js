@@ -24,8 +24,11 @@ export function can(role, capability) {
   return CAPABILITIES[capability].includes(role);
 }
 
-/** Runs `query` with `variables` when they change: `{ data, error, loading, reload }`. */
-export function useQuery(query, variables) {
+/**
+ * Runs `query` with `variables` when they (or `refresh`, a counter a page bumps after a change)
+ * change: `{ data, error, loading, reload }`.
+ */
+export function useQuery(query, variables, refresh = 0) {
   const key = JSON.stringify(variables);
   const [state, setState] = useState({ data: null, error: null, loading: true });
   const [round, setRound] = useState(0);
@@ -37,7 +40,7 @@ export function useQuery(query, variables) {
       (error) => current && setState({ data: null, error, loading: false }),
     );
     return () => { current = false; };
-  }, [query, key, round]);
+  }, [query, key, round, refresh]);
   const reload = useCallback(() => setRound((r) => r + 1), []);
   return { ...state, reload };
 }

@@ -1,5 +1,5 @@
-// One license: its state and activations, its devices (status, last seen, next heartbeat due,
-// pending sync), usage per meter with its history, the audit trail, and the staff actions
+// One license: its state and activations, usage per meter with its history, its devices
+// (status, last seen, next heartbeat due, pending sync), the audit trail, and the staff actions
 // (suspend / reinstate, renew, release a device, export a device's refresh file).
 
 import { useState } from 'preact/hooks';
@@ -12,10 +12,13 @@ import { UsageChart } from './usage_chart.js';
 const LICENSE = `query($id: ID, $target: ID) {
   license(id: $id) { id key status statusReason issuedAt expiresAt maxActivations activeDevices entitlements version
     product { name } policy { name } customer { name }
-    usage { meter used limit remaining periodStart periodEnd overageUsed lifetimeUsed }
-    devices(first: 100) { totalCount nodes { id name hostname fingerprint status holdsSeat offline
-      lastSeenAt nextHeartbeatDueAt licenseVersion checkedOutUntil } } }
+    usage { meter used limit remaining periodStart periodEnd overageUsed lifetimeUsed } }
   auditEvents(first: 25, targetId: $target) { nodes { id action actorLabel createdAt diff } } }`;
+// Pages of 50 devices: a connection is priced `first` x its selection, and 100 of these rows
+// would pass the API's query complexity limit (1000).
+const DEVICES = `query($id: ID, $after: String) {
+  license(id: $id) { id devices(first: 50, after: $after) { totalCount pageInfo { hasNextPage endCursor }
+    nodes { id name fingerprint status lastSeenAt nextHeartbeatDueAt licenseVersion checkedOutUntil } } } }`;
 const SUSPEND = `mutation($id: ID!, $reason: String) { suspendLicense(id: $id, reason: $reason) { id status } }`;
 const REINSTATE = `mutation($id: ID!) { reinstateLicense(id: $id) { id status } }`;
 const RENEW = `mutation($id: ID!) { renewLicense(id: $id) { id expiresAt } }`;
@@ -49,21 +52,25 @@ function RefreshFile({ file, deviceId, onClose }) {
   </div>`;
 }
 
-function Devices({ license, role, onChanged }) {
+function Devices({ license, role, round, onChanged }) {
   const [file, setFile] = useState(null);
+  const [cursors, setCursors] = useState([null]);
+  const { data, error } = useQuery(DEVICES, { id: license.id, after: cursors[cursors.length - 1] }, round);
   const support = can(role, 'support');
-  const devices = license.devices.nodes;
+  const connection = data && data.license ? data.license.devices : null;
+  const devices = connection ? connection.nodes : [];
   return html`<section aria-labelledby="devices-title">
-    <h2 id="devices-title">Devices (${license.devices.totalCount})</h2>
-    ${devices.length === 0 ? html`<p class="empty">No device has activated this license.</p>` : html`
+    <h2 id="devices-title">Devices${connection ? ` (${connection.totalCount})` : ''}</h2>
+    <${ErrorText} error=${error} />
+    ${connection && devices.length === 0 ? html`<p class="empty">No device has activated this license.</p>` : ''}
+    ${devices.length ? html`
     <table class="list">
       <thead><tr><th scope="col">Device</th><th scope="col">Status</th><th scope="col">Last seen</th>
         <th scope="col">Next heartbeat due</th><th scope="col">Pending sync</th>${support ? html`<th scope="col">Actions</th>` : ''}</tr></thead>
       <tbody>${devices.map((d) => {
         const pending = d.status === 'PENDING_SYNC' || d.licenseVersion < license.version;
         return html`<tr key=${d.id} data-device=${d.id}>
-          <td>${d.name || d.hostname || html`<code>${d.fingerprint.slice(0, 12)}</code>`}
-            ${d.offline ? html` <span class="muted">(offline)</span>` : ''}</td>
+          <td>${d.name || html`<code>${d.fingerprint.slice(0, 12)}</code>`}</td>
           <td><${Badge} value=${d.status} />${d.checkedOutUntil ? html` <span class="muted">until ${date(d.checkedOutUntil)}</span>` : ''}</td>
           <td title=${date(d.lastSeenAt)}>${relative(d.lastSeenAt)}</td>
           <td title=${date(d.nextHeartbeatDueAt)}>${d.nextHeartbeatDueAt ? relative(d.nextHeartbeatDueAt) : 'none required'}</td>
@@ -71,10 +78,15 @@ function Devices({ license, role, onChanged }) {
           ${support ? html`<td>${d.status === 'RELEASED' ? '' : html`
             <${ActionButton} label="Release" kind="danger" action=${() => gql(RELEASE, { id: d.id })} onDone=${onChanged} />
             <${ActionButton} label="Export refresh file" action=${() => gql(EXPORT, { id: d.id })}
-              onDone=${(data) => setFile({ deviceId: d.id, text: data.exportLicenseFile })} />`}</td>` : ''}
+              onDone=${(result) => setFile({ deviceId: d.id, text: result.exportLicenseFile })} />`}</td>` : ''}
         </tr>`;
       })}</tbody>
-    </table>`}
+    </table>` : ''}
+    ${connection && (cursors.length > 1 || connection.pageInfo.hasNextPage) ? html`<nav class="pager" aria-label="Device pages">
+      <button type="button" class="quiet" disabled=${cursors.length === 1} onClick=${() => setCursors(cursors.slice(0, -1))}>Previous devices</button>
+      <button type="button" class="quiet" disabled=${!connection.pageInfo.hasNextPage}
+        onClick=${() => setCursors([...cursors, connection.pageInfo.endCursor])}>Next devices</button>
+    </nav>` : ''}
     ${file ? html`<${RefreshFile} file=${file.text} deviceId=${file.deviceId} onClose=${() => setFile(null)} />` : ''}
   </section>`;
 }
@@ -107,7 +119,9 @@ function Audit({ events }) {
 }
 
 export function LicensePage({ id, role }) {
-  const { data, error, reload } = useQuery(LICENSE, { id, target: id });
+  const [round, setRound] = useState(0);
+  const { data, error } = useQuery(LICENSE, { id, target: id }, round);
+  const reload = () => setRound((r) => r + 1);
   if (error) return html`<${ErrorText} error=${error} />`;
   if (!data) return html`<p class="loading">Loading...</p>`;
   const license = data.license;
@@ -126,8 +140,8 @@ export function LicensePage({ id, role }) {
       <div><dt>File version</dt><dd>${license.version}</dd></div>
     </dl>
     <${Actions} license=${license} role=${role} onChanged=${reload} />
-    <${Devices} license=${license} role=${role} onChanged=${reload} />
     <${Usage} license=${license} />
+    <${Devices} license=${license} role=${role} round=${round} onChanged=${reload} />
     <${Audit} events=${data.auditEvents.nodes} />
   </article>`;
 }
