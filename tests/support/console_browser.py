@@ -171,6 +171,7 @@ def admin_flow(context):
     page.wait_for_selector("#license-title")
     expect(page.locator(".facts .activations .count")).to_have_text("100/100")
     expect(page.locator("#devices-title")).to_have_text("Devices (100)")
+    screenshot(page, "license")
     # 50 devices a page: these and the next 50 are the license's 100.
     expect(page.locator("tr[data-device]")).to_have_count(50)
     devices = set(page.locator("tr[data-device]").evaluate_all("rows => rows.map((r) => r.dataset.device)"))
@@ -183,7 +184,6 @@ def admin_flow(context):
     expect(page.locator('.usage-chart[data-meter="scans"] svg rect.bar').first).to_be_attached()
     for label in ["Suspend", "Renew", "Release", "Export refresh file"]:
         assert page.locator(f'button[data-action="{label}"]').count() > 0, f"no {label} button for ADMIN"
-    screenshot(page, "license")
 
     step("console: the licenses list filters by status and shows activations")
     page.get_by_role("link", name="Licenses", exact=True).first.click()
@@ -192,6 +192,7 @@ def admin_flow(context):
     page.get_by_role("button", name="Apply").click()
     expect(page.locator(f'tr[data-license="{LICENSE_A["id"]}"] .activations .count')).to_have_text("100/100")
     expect(page.locator(f'tr[data-license="{LICENSE_B["id"]}"] .activations .count')).to_have_text("1/1")
+    expect(page.locator("p[aria-live]")).not_to_contain_text("loading")
     screenshot(page, "licenses")
 
     for name in ["anomalies", "billing"]:

@@ -12,6 +12,7 @@ export function relative(value) {
   if (!value) return '\u2014';
   const seconds = Math.round((new Date(value).getTime() - Date.now()) / 1000);
   const abs = Math.abs(seconds);
+  if (abs < 5) return 'just now';
   const [n, unit] = abs < 90 ? [abs, 's'] : abs < 5400 ? [Math.round(abs / 60), 'min']
     : abs < 129600 ? [Math.round(abs / 3600), 'h'] : [Math.round(abs / 86400), 'd'];
   return seconds < 0 ? `${n} ${unit} ago` : `in ${n} ${unit}`;

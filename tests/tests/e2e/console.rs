@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{Value, json};
-use tests::{ACTIVATE, Backend, TestServer, components, on_both_databases, product_and_policy};
+use tests::{ACTIVATE, Backend, TestServer, components, on_both_databases};
 
 /// The Python interpreter of the Playwright venv: `LICENSING_TEST_PLAYWRIGHT_PYTHON`, else where
 /// `scripts/test.sh` installs it.
@@ -127,13 +127,36 @@ async fn console_in_browser(backend: Backend) {
             )
             .await;
     }
-    let (_, site) = product_and_policy(
-        &server,
-        &owner,
-        "maxActivations: 100, durationSeconds: 31536000, heartbeatIntervalSeconds: 3600, meters: [{code: \"scans\", limit: 5000, resetPeriod: MONTHLY}]",
-    )
-    .await;
-    let (_, single) = product_and_policy(&server, &owner, "maxActivations: 1, durationSeconds: 2592000").await;
+    let product = server
+        .ok(
+            &owner,
+            "mutation { createProduct(input: {name: \"Scanner Pro\", code: \"scanner\"}) { id } }",
+            json!({}),
+        )
+        .await["createProduct"]["id"]
+        .clone();
+    let policy =
+        |fields: &str| format!("mutation($p: ID!) {{ createPolicy(input: {{productId: $p, {fields}}}) {{ id }} }}");
+    let site = server
+        .ok(
+            &owner,
+            &policy("name: \"Site, 100 seats\", maxActivations: 100, durationSeconds: 31536000, heartbeatIntervalSeconds: 3600, meters: [{code: \"scans\", limit: 5000, resetPeriod: MONTHLY}]"),
+            json!({ "p": product }),
+        )
+        .await["createPolicy"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let single = server
+        .ok(
+            &owner,
+            &policy("name: \"Single seat\", maxActivations: 1, durationSeconds: 2592000"),
+            json!({ "p": product }),
+        )
+        .await["createPolicy"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // License A fills to 99 of 100 seats here; the script activates the 100th while the
     // console watches. License B (1 seat) is for GraphiQL's subscription.
     let (license_a, key_a) = issue(&server, &owner, &site, "ERP-1001").await;
