@@ -8,7 +8,8 @@ Steps, each failing loudly:
      its cap (the websocket authenticates with the Authorization typed in its headers editor).
   2. The console as ADMIN: sign in with email and password; the 100th activation of license A
      makes its ACTIVATION_LIMIT_REACHED alert appear live (no reload); acknowledge it; open the
-     license: "100/100" and its 100 devices. A screenshot of every page.
+     license: "100/100" and its 100 devices; filter the licenses; acknowledge the open anomaly
+     with a note; the billing drift page. A screenshot of every page.
   3. The console as READ_ONLY: no mutating button on any page, and a suspension forged from the
      page's own token is refused with FORBIDDEN.
   4. Every request the browser made went to the server itself, and no page logged an error.
@@ -195,14 +196,21 @@ def admin_flow(context):
     expect(page.locator("p[aria-live]")).not_to_contain_text("loading")
     screenshot(page, "licenses")
 
-    for name in ["anomalies", "billing"]:
-        step(f"console: the {name} page")
-        page.goto(f"{BASE}/console#/{name}")
-        page.wait_for_selector(f"#{name}-title")
-        page.wait_for_function("!document.querySelector('.loading')")
-        page.wait_for_timeout(300)
-        expect(page.locator(".error")).to_have_count(0)
-        screenshot(page, name)
+    step("console: acknowledge the open anomaly with a note")
+    page.get_by_role("link", name="Anomalies", exact=True).click()
+    card = page.locator(f'[data-anomaly="{CONFIG["anomaly"]}"]')
+    expect(card).to_contain_text("SHARED FINGERPRINT")
+    card.get_by_label("Note").fill(CONFIG["anomaly_note"])
+    screenshot(page, "anomalies")
+    card.get_by_role("button", name="Acknowledge").click()
+    expect(card).to_have_count(0)
+
+    step("console: the billing drift page")
+    page.get_by_role("link", name="Billing drift", exact=True).click()
+    page.wait_for_selector("#billing-title")
+    expect(page.locator(".empty, table.list")).to_have_count(1)
+    expect(page.locator(".error")).to_have_count(0)
+    screenshot(page, "billing")
     page.close()
 
 

@@ -16,9 +16,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use tests::{ACTIVATE, Backend, TestServer, components, on_both_databases};
+use tests::{ACTIVATE, Backend, TestServer, components, eventually, on_both_databases};
 
 /// The Python interpreter of the Playwright venv: `LICENSING_TEST_PLAYWRIGHT_PYTHON`, else where
 /// `scripts/test.sh` installs it.
@@ -34,6 +35,8 @@ fn playwright_python() -> PathBuf {
 }
 
 const PASSWORD: &str = "console-test-password-1";
+/// The note the script types when it acknowledges the anomaly.
+const ANOMALY_NOTE: &str = "One build server shared by three customers: confirmed with Initech.";
 
 async fn staff_user(server: &TestServer, owner: &str, email: &str, role: &str) {
     server
@@ -59,13 +62,13 @@ async fn issue(server: &TestServer, owner: &str, policy: &str, customer: &str) -
     )
 }
 
-/// Activates device `n` of `key` and returns its device token.
-async fn activate(server: &TestServer, key: &str, n: usize) -> String {
+/// Activates device `n` of `key` with `fingerprint` and returns its device token.
+async fn activate(server: &TestServer, key: &str, fingerprint: &str, n: usize) -> String {
     let data = server
         .gql(
             None,
             ACTIVATE,
-            json!({ "in": { "licenseKey": key, "fingerprint": format!("console-{key}-{n}"),
+            json!({ "in": { "licenseKey": key, "fingerprint": fingerprint,
                     "components": components(&format!("{n}")), "name": format!("ws-{n:03}"),
                     "hostname": format!("ws-{n:03}.acme.test"), "platform": "linux" } }),
         )
@@ -110,7 +113,7 @@ fn screenshots_dir(backend: Backend) -> PathBuf {
 }
 
 async fn console_in_browser(backend: Backend) {
-    let server = TestServer::start(backend).await;
+    let server = TestServer::start_with(backend, &[("ANOMALY_SCAN_SECS", "1")]).await;
     let owner = server.owner_token.clone();
     staff_user(&server, &owner, "admin@vendor.test", "ADMIN").await;
     staff_user(&server, &owner, "viewer@vendor.test", "READ_ONLY").await;
@@ -118,6 +121,8 @@ async fn console_in_browser(backend: Backend) {
         ("ERP-1001", "Acme Corp"),
         ("ERP-1002", "Globex"),
         ("ERP-1003", "Initech"),
+        ("ERP-1004", "Umbrella"),
+        ("ERP-1005", "Hooli"),
     ] {
         server
             .ok(
@@ -161,12 +166,27 @@ async fn console_in_browser(backend: Backend) {
     // console watches. License B (1 seat) is for GraphiQL's subscription.
     let (license_a, key_a) = issue(&server, &owner, &site, "ERP-1001").await;
     let (license_b, key_b) = issue(&server, &owner, &single, "ERP-1002").await;
-    issue(&server, &owner, &site, "ERP-1003").await;
-    let first_device = activate(&server, &key_a, 1).await;
+    let first_device = activate(&server, &key_a, &format!("console-a-{}", 1), 1).await;
     for n in 2..=99 {
-        activate(&server, &key_a, n).await;
+        activate(&server, &key_a, &format!("console-a-{n}"), n).await;
     }
     record_usage(&server, &first_device).await;
+    // One machine active under licenses of three customers: the anomaly scan flags it.
+    for customer in ["ERP-1003", "ERP-1004", "ERP-1005"] {
+        let (_, key) = issue(&server, &owner, &site, customer).await;
+        activate(&server, &key, "build-server-7", 1).await;
+    }
+    let anomaly = eventually(Duration::from_secs(60), "the SHARED_FINGERPRINT anomaly", || async {
+        let data = server
+            .ok(
+                &owner,
+                "{ anomalies(first: 5, filter: {status: OPEN, kinds: [SHARED_FINGERPRINT]}) { nodes { id } } }",
+                json!({}),
+            )
+            .await;
+        data["anomalies"]["nodes"][0]["id"].as_str().map(str::to_owned)
+    })
+    .await;
     let audit_before = server.audit_count(&owner).await;
 
     let dir = tempfile::tempdir().unwrap();
@@ -180,8 +200,10 @@ async fn console_in_browser(backend: Backend) {
         "read_only": { "email": "viewer@vendor.test", "password": PASSWORD },
         "license_a": { "id": license_a, "key": key_a },
         "license_b": { "id": license_b, "key": key_b },
+        "anomaly": anomaly,
         "screenshots": shots,
         "docs": docs,
+        "anomaly_note": ANOMALY_NOTE,
     });
     let config_path = dir.path().join("config.json");
     std::fs::write(&config_path, config.to_string()).unwrap();
@@ -225,6 +247,17 @@ async fn console_in_browser(backend: Backend) {
         .collect();
     assert_eq!(cap_alerts.len(), 1, "{alerts}");
     assert!(cap_alerts[0]["acknowledgedAt"].is_string(), "{alerts}");
+    let acknowledged = server
+        .ok(
+            &owner,
+            "query($id: ID!) { anomaly(id: $id) { status note } }",
+            json!({ "id": anomaly }),
+        )
+        .await;
+    assert_eq!(
+        acknowledged["anomaly"],
+        json!({ "status": "ACKNOWLEDGED", "note": ANOMALY_NOTE })
+    );
     let license = server
         .ok(
             &owner,
