@@ -82,7 +82,7 @@ def watch(context):
 def settle(page):
     """graphql-transport-ws does not acknowledge a `subscribe`: give the server a moment to
     register it before the alert is raised (otherwise the alert may be published first)."""
-    page.wait_for_timeout(500)
+    page.wait_for_timeout(1000)
 
 
 def set_editor(page, selector, text):
@@ -126,7 +126,7 @@ def graphiql(context, token):
             return text && text.includes('ACTIVATION_LIMIT_REACHED') && text.includes(license);
         }""",
         arg=LICENSE_B["id"],
-        timeout=20000,
+        timeout=30000,
     )
     screenshot(page, "graphiql")
     page.close()
@@ -150,14 +150,14 @@ def admin_flow(context):
     step("console: sign in as ADMIN with email and password")
     sign_in(page, CONFIG["admin"])
     expect(page.locator("[data-role]")).to_have_text("ADMIN")
-    page.wait_for_selector("[data-live=live]", timeout=20000)
+    page.wait_for_selector("[data-live=live]", timeout=30000)
     settle(page)
 
     step("console: the 100th activation raises an alert that appears without a reload")
     page.evaluate("window.__sameDocument = true")
     activate(LICENSE_A["key"], 100)
     row = page.locator(f'tr[data-kind="ACTIVATION_LIMIT_REACHED"]:has(a[href="#/licenses/{LICENSE_A["id"]}"])')
-    expect(row).to_have_count(1, timeout=20000)
+    expect(row).to_have_count(1, timeout=30000)
     assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
     screenshot(page, "alerts")
 
@@ -223,7 +223,7 @@ def read_only_flow(context):
                          ("licenses", "tr[data-license]"), (f"licenses/{LICENSE_A['id']}", "tr[data-device]"),
                          ("billing", "#billing-title")]:
         page.goto(f"{BASE}/console#/{route}")
-        page.wait_for_selector(ready, timeout=20000)
+        page.wait_for_selector(ready, timeout=30000)
         page.wait_for_timeout(300)
         for label in MUTATING:
             assert page.get_by_role("button", name=label).count() == 0, f"{label} shown to READ_ONLY on {route}"
@@ -259,14 +259,16 @@ def report_failure(contexts):
 
 def main():
     os.makedirs(SHOTS, exist_ok=True)
+    # Generous waits: the suite runs many servers at once on two cores.
+    expect.set_options(timeout=30000)
     args = ["--no-sandbox"] if os.geteuid() == 0 else []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=args)
         context = browser.new_context(viewport={"width": 1280, "height": 860}, device_scale_factor=1)
-        context.set_default_timeout(15000)
+        context.set_default_timeout(30000)
         watch(context)
         read_only = browser.new_context(viewport={"width": 1280, "height": 860})
-        read_only.set_default_timeout(15000)
+        read_only.set_default_timeout(30000)
         watch(read_only)
         try:
             graphiql(context, sign_in_token(CONFIG["admin"]))
