@@ -1,6 +1,5 @@
 //! The HTTP surface: `/graphql` (POST, GET with GraphiQL), `/graphql/ws` (subscriptions),
-//! `/healthz`, `/readyz`, `/metrics`, `/webhooks/stripe` (`stripe_webhook`), and the browser
-//! pages: `/console` and the embedded assets under `/assets/<build>/` (`pages`, `assets`).
+//! `/healthz`, `/readyz`, `/metrics`, `/webhooks/stripe` (`stripe_webhook`).
 //! The body cap, the batch refusal, the GET-mutation refusal, the request id, the 10 s timeout
 //! and error masking all happen here, before and after the schema runs.
 
@@ -50,7 +49,8 @@ pub struct AppState {
     pub workers: Option<worker::WorkerHealth>,
 }
 
-/// Registers the routes on an actix app.
+/// Registers the routes on an actix app, with the browser pages: `/console` and the embedded
+/// assets under `/assets/<build>/` (`crate::pages`, `crate::assets`).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/graphql", web::post().to(graphql_post))
         .route("/graphql", web::get().to(graphql_get))
