@@ -30,6 +30,10 @@ localstripe_ok() {
     "import sys, localstripe; sys.exit(localstripe.__version__ != '$localstripe_version')" 2>/dev/null
 }
 /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+# The console's browser tests run Debian's Chromium (Playwright drives it, never downloads one);
+# npm re-vendors the console's and GraphiQL's libraries to check them against the lockfile.
+[ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}..."
   as_root apt-get update -qq
@@ -52,6 +56,20 @@ if ! "$schemathesis_venv/bin/schemathesis" --version 2>/dev/null | grep -qF "$sc
   "$schemathesis_venv/bin/python" -m pip install -q --disable-pip-version-check "schemathesis==$schemathesis_version"
 fi
 export LICENSING_TEST_SCHEMATHESIS="$schemathesis_venv/bin/schemathesis"
+
+# The console's browser tests run Playwright for Python (PyPI), pinned, in a venv of its own.
+playwright_version=1.65.2
+playwright_venv="${XDG_CACHE_HOME:-$HOME/.cache}/licensing-tests/playwright"
+if ! "$playwright_venv/bin/python" -c \
+    "import sys, importlib.metadata as m; sys.exit(m.version('playwright') != '$playwright_version')" 2>/dev/null; then
+  echo "installing playwright $playwright_version into $playwright_venv..."
+  /usr/bin/python3 -m venv --clear "$playwright_venv"
+  "$playwright_venv/bin/python" -m pip install -q --disable-pip-version-check "playwright==$playwright_version"
+fi
+export LICENSING_TEST_PLAYWRIGHT_PYTHON="$playwright_venv/bin/python"
+
+# The browser files embedded in licensing-api must be what api/web/package-lock.json gives.
+scripts/vendor-web.sh --check
 
 work=$(mktemp -d /tmp/licensing-test.XXXXXX)
 chmod 755 "$work"

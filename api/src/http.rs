@@ -10,7 +10,6 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
-use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
 use domain::Domain;
 use tracing::Instrument as _;
@@ -51,7 +50,8 @@ pub struct AppState {
     pub workers: Option<worker::WorkerHealth>,
 }
 
-/// Registers the routes on an actix app.
+/// Registers the routes on an actix app, with the browser pages: `/console` and the embedded
+/// assets under `/assets/<build>/` (`crate::pages`, `crate::assets`).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/graphql", web::post().to(graphql_post))
         .route("/graphql", web::get().to(graphql_get))
@@ -59,7 +59,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
-        .route("/webhooks/stripe", web::post().to(crate::stripe_webhook::receive));
+        .route("/webhooks/stripe", web::post().to(crate::stripe_webhook::receive))
+        .route("/console", web::get().to(crate::pages::console))
+        .route("/assets/{build}/{path:.*}", web::get().to(crate::assets::serve));
 }
 
 /// Gives each request an id (`X-Request-Id`, echoed back) and counts it in the metrics.
@@ -369,13 +371,7 @@ async fn graphql_get(state: web::Data<AppState>, req: HttpRequest, params: web::
         operation_name,
     } = params.into_inner();
     let Some(query) = query else {
-        return HttpResponse::Ok().content_type("text/html; charset=utf-8").body(
-            GraphiQLSource::build()
-                .endpoint("/graphql")
-                .subscription_endpoint("/graphql/ws")
-                .title("licensing GraphiQL")
-                .finish(),
-        );
+        return crate::pages::graphiql();
     };
     let variables = match variables
         .as_deref()

@@ -111,6 +111,7 @@ async fn serve(config: Config, domain: Domain) -> anyhow::Result<()> {
     .shutdown_timeout(10)
     .run();
     println!("GraphiQL: http://{}/graphql", config.listen_addr);
+    println!("Staff console: http://{}/console", config.listen_addr);
     tracing::info!(addr = %config.listen_addr, production = config.production, "listening");
     let served = serve_with_workers(server, domain.clone(), worker_config, workers).await;
     // The flusher is stopped between writes, never in the middle of one, and writes once more.

@@ -9,6 +9,7 @@ mod billing_localstripe;
 mod billing_reconcile;
 mod billing_webhooks;
 mod client;
+mod console;
 mod device_lifecycle;
 mod device_reactivation;
 mod device_scope;
