@@ -4,11 +4,7 @@
 //! same text with one trailing space, which is not a trusted document). Requests the direct
 //! path does not know exactly go to the executor; an unknown id is refused and changes nothing.
 
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests: a failure should stop the test loudly"
-)]
+#![expect(clippy::unwrap_used, reason = "tests: a failure should stop the test loudly")]
 
 use protocol::trusted_documents::{HEARTBEAT, TrustedDocument, VALIDATE_LICENSE};
 use serde_json::{Value, json};
