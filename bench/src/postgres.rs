@@ -11,7 +11,7 @@
 //! - validate: the license joined with its policy by key lookup, then the device by license and
 //!   fingerprint (what a validation reads);
 //! - heartbeat: the license by id, then the conditional `UPDATE devices ... RETURNING *` that
-//!   records a live device's heartbeat (what a heartbeat wrote before heartbeats were coalesced).
+//!   records a live device's heartbeat (what a heartbeat writes).
 //!
 //! pgbench runs with [`PGBENCH_CLIENTS`] clients and prepared statements from the load core.
 //! The server side's busy time is the API plus every PostgreSQL process (children included).

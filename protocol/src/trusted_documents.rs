@@ -89,7 +89,9 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), ALL.len());
         for document in ALL {
-            assert!(document.text.contains(&format!(" {} ", document.operation_name)));
+            let named = format!("mutation {}", document.operation_name);
+            let rest = document.text.strip_prefix(&named).unwrap_or_default();
+            assert!(rest.starts_with([' ', '(']), "{}", document.operation_name);
         }
     }
 }
