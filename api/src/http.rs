@@ -1,5 +1,6 @@
-//! The HTTP surface: `/graphql` (POST, by query text or trusted `documentId`; GET with GraphiQL), `/graphql/ws` (subscriptions),
-//! `/healthz`, `/readyz`, `/metrics`, `/webhooks/stripe` (`stripe_webhook`).
+//! The HTTP surface: `/graphql` (POST, by query text or trusted `documentId`; GET with
+//! GraphiQL), `/graphql/ws` (subscriptions), `/healthz`, `/readyz`, `/metrics`,
+//! `/webhooks/stripe` (`stripe_webhook`).
 //! The body cap, the batch refusal, the GET-mutation refusal, the request id, the 10 s timeout
 //! and error masking all happen here, before and after the schema runs.
 
