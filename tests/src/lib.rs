@@ -34,7 +34,7 @@ pub use fixtures::{
 };
 pub use localstripe::{LocalStripe, STRIPE_TEST_KEY};
 pub use redis::RedisServer;
-pub use server::{Backend, TEST_SECRET, TestServer, bin_dir, binary, error_code, free_port};
+pub use server::{Backend, TEST_SECRET, TestServer, bin_dir, binary, error_code, free_port, test_tool};
 pub use smtp::{SmtpSink, parse_email};
 pub use stripe_double::{
     STRIPE_API_VERSION, StripeDouble, invoice_event, stripe_signature, stripe_signature_hex, stripe_signature_many,

@@ -39,14 +39,10 @@ pub struct LocalStripe {
 
 /// The venv's python: `LICENSING_TEST_LOCALSTRIPE_PYTHON`, else where `scripts/test.sh` puts it.
 fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("LICENSING_TEST_LOCALSTRIPE_PYTHON") {
-        return python.into();
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .unwrap_or_default();
-    cache.join("licensing-tests/localstripe/bin/python")
+    crate::server::test_tool(
+        "LICENSING_TEST_LOCALSTRIPE_PYTHON",
+        "licensing-tests/localstripe/bin/python",
+    )
 }
 
 impl LocalStripe {

@@ -22,6 +22,20 @@ pub enum Backend {
     Postgres,
 }
 
+/// A tool `scripts/test.sh` installs in a venv of its own: the path in the environment variable
+/// `env`, else `installed_at` under the user's cache (`$XDG_CACHE_HOME`, else `~/.cache`).
+#[must_use]
+pub fn test_tool(env: &str, installed_at: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
+        return path.into();
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_default();
+    cache.join(installed_at)
+}
+
 /// A directory holding the workspace's built binaries (`target/debug`).
 #[must_use]
 pub fn bin_dir() -> PathBuf {

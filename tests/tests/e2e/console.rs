@@ -24,14 +24,10 @@ use tests::{ACTIVATE, Backend, TestServer, components, eventually, on_both_datab
 /// The Python interpreter of the Playwright venv: `LICENSING_TEST_PLAYWRIGHT_PYTHON`, else where
 /// `scripts/test.sh` installs it.
 fn playwright_python() -> PathBuf {
-    if let Some(path) = std::env::var_os("LICENSING_TEST_PLAYWRIGHT_PYTHON") {
-        return path.into();
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .unwrap_or_default();
-    cache.join("licensing-tests/playwright/bin/python")
+    tests::test_tool(
+        "LICENSING_TEST_PLAYWRIGHT_PYTHON",
+        "licensing-tests/playwright/bin/python",
+    )
 }
 
 const PASSWORD: &str = "console-test-password-1";

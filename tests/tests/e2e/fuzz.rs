@@ -21,14 +21,10 @@ const MAX_EXAMPLES: &str = "12";
 /// The `schemathesis` executable: `LICENSING_TEST_SCHEMATHESIS`, else where `scripts/test.sh`
 /// installs it.
 fn schemathesis() -> PathBuf {
-    if let Some(path) = std::env::var_os("LICENSING_TEST_SCHEMATHESIS") {
-        return path.into();
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .unwrap_or_default();
-    cache.join("licensing-tests/schemathesis/bin/schemathesis")
+    tests::test_tool(
+        "LICENSING_TEST_SCHEMATHESIS",
+        "licensing-tests/schemathesis/bin/schemathesis",
+    )
 }
 
 /// `schemathesis.toml`: dictionaries of real values, drawn for id and key arguments half the time.
