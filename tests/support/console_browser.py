@@ -243,6 +243,7 @@ def license_actions(page, token):
     expect(title.locator(".badge")).to_have_text("ACTIVE")
     expect(action("Reinstate")).to_have_count(0)
     expect(action("Suspend")).to_be_visible()
+    expect(page.get_by_label("Reason", exact=True)).to_have_value("")  # not the last suspension's
     until("the reinstatement in the API", read, lambda l: (l["status"], l["statusReason"]) == ("ACTIVE", None))
 
     step("console: renew adds one term to the expiry")
