@@ -152,7 +152,11 @@ async fn billing_drift(server: &TestServer, stripe: &StripeDouble, owner: &str) 
         )
         .await;
     let run = sync_billing(server, owner).await;
-    assert_eq!((run["error"].clone(), run["driftOpened"].as_i64()), (Value::Null, Some(4)), "{run}");
+    assert_eq!(
+        (run["error"].clone(), run["driftOpened"].as_i64()),
+        (Value::Null, Some(4)),
+        "{run}"
+    );
     let open = server
         .ok(
             owner,
@@ -164,13 +168,19 @@ async fn billing_drift(server: &TestServer, stripe: &StripeDouble, owner: &str) 
         .unwrap()
         .clone();
     let actions = [
-        ("CUSTOMER_MISMATCH", "correct the customer's billingCustomerId or link the right subscription"),
+        (
+            "CUSTOMER_MISMATCH",
+            "correct the customer's billingCustomerId or link the right subscription",
+        ),
         ("LICENSE_WITHOUT_SUBSCRIPTION", "correct its billingSubscriptionId"),
         (
             "SUBSCRIPTION_WITHOUT_LICENSE",
             "issue one with billingSubscriptionId, or link an existing license with updateLicense",
         ),
-        ("SUSPENDED_WHILE_PAID", "reinstate the license, or cancel the subscription"),
+        (
+            "SUSPENDED_WHILE_PAID",
+            "reinstate the license, or cancel the subscription",
+        ),
     ];
     let mut kinds: Vec<&str> = open.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     kinds.sort_unstable();
@@ -451,7 +461,9 @@ async fn console_in_browser(backend: Backend) {
         );
     }
     assert!(
-        !events.iter().any(|(action, target, _)| action.starts_with("license.suspend") && *target == license_a),
+        !events
+            .iter()
+            .any(|(action, target, _)| action.starts_with("license.suspend") && *target == license_a),
         "{audit}"
     );
     assert!(server.audit_count(&owner).await > audit_before);
@@ -466,7 +478,11 @@ async fn console_in_browser(backend: Backend) {
         )
         .await["license"]
         .clone();
-    assert_eq!((c["status"].as_str(), &c["statusReason"]), (Some("ACTIVE"), &Value::Null), "{c}");
+    assert_eq!(
+        (c["status"].as_str(), &c["statusReason"]),
+        (Some("ACTIVE"), &Value::Null),
+        "{c}"
+    );
     assert_eq!(c["activeDevices"], 2, "{c}");
     let status_of = |id: &str| {
         c["devices"]["nodes"]
@@ -483,7 +499,11 @@ async fn console_in_browser(backend: Backend) {
         let status = status_of(device).unwrap();
         assert!(status == "ACTIVE" || status == "PENDING_SYNC", "{c}");
     }
-    let instant = |field: &str| DateTime::parse_from_rfc3339(c[field].as_str().unwrap()).unwrap().to_utc();
+    let instant = |field: &str| {
+        DateTime::parse_from_rfc3339(c[field].as_str().unwrap())
+            .unwrap()
+            .to_utc()
+    };
     let term = (instant("expiresAt") - instant("issuedAt")).num_seconds();
     assert!(
         (2 * TEAM_TERM_SECONDS - 5..=2 * TEAM_TERM_SECONDS + 5).contains(&term),
@@ -492,10 +512,18 @@ async fn console_in_browser(backend: Backend) {
     let file = std::fs::read_to_string(&refresh_file).unwrap();
     let payload = verify_license_file(&server, &file).await;
     assert_eq!(
-        (payload.license_id.as_str(), payload.device.id.as_str(), payload.status.as_str()),
+        (
+            payload.license_id.as_str(),
+            payload.device.id.as_str(),
+            payload.status.as_str()
+        ),
         (license_c.as_str(), devices_c[1].as_str(), "ACTIVE")
     );
-    assert_eq!(payload.expires_at, Some(instant("expiresAt")), "the file has the renewed expiry");
+    assert_eq!(
+        payload.expires_at,
+        Some(instant("expiresAt")),
+        "the file has the renewed expiry"
+    );
     for page in [
         "graphiql",
         "signin",
