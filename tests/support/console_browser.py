@@ -361,12 +361,16 @@ def read_only_flow(context):
     page = context.new_page()
     sign_in(page, CONFIG["read_only"])
     expect(page.locator("[data-role]")).to_have_text("READ_ONLY")
-    for route, ready in [("alerts", "[data-live=live]"), ("anomalies", "#anomalies-title"),
-                         ("licenses", "tr[data-license]"), (f"licenses/{LICENSE_A['id']}", "tr[data-device]"),
-                         ("billing", "#billing-title")]:
+    # Each `ready` selector matches only once the page's data has rendered, in the same render
+    # that would draw the action buttons (license B's alert is still open: READ_ONLY sees "Open"
+    # where ADMIN saw "Acknowledge").
+    for route, ready in [("alerts", "tr[data-alert] >> text=Open"),
+                         ("anomalies", "article[data-anomaly], p.empty"),
+                         ("licenses", "tr[data-license]"),
+                         (f"licenses/{LICENSE_A['id']}", "tr[data-device]"),
+                         ("billing", "tr[data-drift]")]:
         page.goto(f"{BASE}/console#/{route}")
         page.wait_for_selector(ready, timeout=30000)
-        page.wait_for_timeout(300)
         for label in MUTATING:
             assert page.get_by_role("button", name=label).count() == 0, f"{label} shown to READ_ONLY on {route}"
         assert page.locator("button[data-action]").count() == 0, f"an action button on {route}"
