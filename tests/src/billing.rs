@@ -20,16 +20,24 @@ pub const DAY: i64 = 86_400;
 /// whose webhook endpoint verifies [`WEBHOOK_SECRET`]; returns once the reconciliation every
 /// worker runs at start has finished (so it cannot race the test's own setup).
 pub async fn billing_server(backend: Backend, api_base: &str, secret_key: &str) -> TestServer {
-    let server = TestServer::start_with(
-        backend,
-        &[
-            ("STRIPE_API_BASE", api_base),
-            ("STRIPE_SECRET_KEY", secret_key),
-            ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET),
-            ("BILLING_SYNC_SECS", "86400"),
-        ],
-    )
-    .await;
+    billing_server_with(backend, api_base, secret_key, &[]).await
+}
+
+/// [`billing_server`] with more environment variables (`ANOMALY_SCAN_SECS`, say).
+pub async fn billing_server_with(
+    backend: Backend,
+    api_base: &str,
+    secret_key: &str,
+    extra: &[(&str, &str)],
+) -> TestServer {
+    let mut env = vec![
+        ("STRIPE_API_BASE", api_base),
+        ("STRIPE_SECRET_KEY", secret_key),
+        ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ("BILLING_SYNC_SECS", "86400"),
+    ];
+    env.extend_from_slice(extra);
+    let server = TestServer::start_with(backend, &env).await;
     let db = server.database().await;
     eventually(Duration::from_secs(30), "the start-up billing pass", || async {
         (crate::worker_runs(&db, "billing_sync").await.1 >= 1).then_some(())

@@ -24,8 +24,8 @@ mod wait;
 mod worker;
 
 pub use billing::{
-    BillingFixture, DAY, WEBHOOK_SECRET, billing_server, expires, license_state, license_until, of_kind, sync_billing,
-    synced, unix,
+    BillingFixture, DAY, WEBHOOK_SECRET, billing_server, billing_server_with, expires, license_state, license_until,
+    of_kind, sync_billing, synced, unix,
 };
 pub use client::{ClientMachine, ClientRun};
 pub use fixtures::{

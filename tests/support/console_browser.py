@@ -3,13 +3,20 @@ Playwright; it never downloads a browser). Run by tests/tests/e2e/console.rs wit
 JSON file naming the server, two staff users (ADMIN, READ_ONLY), license A (99 of 100 seats
 taken) and license B (0 of 1), and where screenshots go.
 
+It also names license C (3 of 5 seats, with its device ids) for the staff actions, the open
+billing drift rows (with the action each one's explanation names), and where to save the
+refresh file the page offers.
+
 Steps, each failing loudly:
   1. GraphiQL: a subscription typed into it receives the alert raised when license B reaches
      its cap (the websocket authenticates with the Authorization typed in its headers editor).
   2. The console as ADMIN: sign in with email and password; the 100th activation of license A
      makes its ACTIVATION_LIMIT_REACHED alert appear live (no reload); acknowledge it; open the
      license: "100/100" and its 100 devices; filter the licenses; acknowledge the open anomaly
-     with a note; the billing drift page. A screenshot of every page.
+     with a note; the billing drift page shows every open row with its explanation and action;
+     on license C's page suspend (with a reason), reinstate, renew, release a device and export
+     another's refresh file, each click's effect read back through the GraphQL API. A
+     screenshot of every page.
   3. The console as READ_ONLY: no mutating button on any page, and a suspension forged from the
      page's own token is refused with FORBIDDEN.
   4. Every request the browser made went to the server itself, and no page logged an error.
@@ -17,9 +24,12 @@ Steps, each failing loudly:
 
 import json
 import os
+import re
 import shutil
 import sys
+import time
 import urllib.request
+from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 from playwright.sync_api import expect, sync_playwright
@@ -31,6 +41,7 @@ SHOTS = CONFIG["screenshots"]
 DOCS = CONFIG.get("docs")
 LICENSE_A = CONFIG["license_a"]
 LICENSE_B = CONFIG["license_b"]
+LICENSE_C = CONFIG["license_c"]
 MUTATING = ["Acknowledge", "Suspend", "Reinstate", "Renew", "Release", "Export refresh file"]
 
 outside_requests = []
@@ -54,10 +65,44 @@ def activate(key, n):
     assert "errors" not in answer, answer
 
 
-def screenshot(page, name):
+def graphql(token, query, variables=None):
+    """One operation through the API with a bearer token; returns `data`, failing on errors."""
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(f"{BASE}/graphql", data=body, headers={
+        "content-type": "application/json", "authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=20) as response:
+        answer = json.load(response)
+    assert "errors" not in answer, answer
+    return answer["data"]
+
+
+def until(what, read, check, timeout=30):
+    """Reads `read()` every 100 ms until `check` holds of it (then returns it), at most
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if check(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {value}")
+        time.sleep(0.1)
+
+
+def instant(value):
+    """An API DateTime as an aware datetime."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def shown(moment):
+    """A datetime as the console's format.js `date` shows it: `2026-12-03 10:20 UTC`."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def screenshot(page, name, docs=True):
     path = os.path.join(SHOTS, f"{name}.png")
     page.screenshot(path=path)
-    if DOCS:
+    if DOCS and docs:
         os.makedirs(DOCS, exist_ok=True)
         shutil.copyfile(path, os.path.join(DOCS, f"{name}.png"))
 
@@ -140,6 +185,107 @@ def sign_in(page, user):
     page.wait_for_selector("header.top")
 
 
+def billing_drift(page):
+    step("console: the billing drift page shows the open rows with explanation and action")
+    page.get_by_role("link", name="Billing drift", exact=True).click()
+    page.wait_for_selector("#billing-title")
+    expect(page.locator("table.list tbody tr[data-drift]")).to_have_count(len(CONFIG["drift"]))
+    for drift in CONFIG["drift"]:
+        row = page.locator(f'tr[data-drift="{drift["id"]}"]')
+        expect(row).to_be_visible()
+        expect(row.locator(".badge")).to_have_text(drift["kind"].replace("_", " "))
+        explanation = row.locator("td").nth(3)
+        expect(explanation).to_contain_text(drift["explanation"])
+        expect(explanation).to_contain_text(drift["action"])
+        expect(explanation.locator(".todo")).to_have_text("Needs a person: see above.")
+        if drift["license"]:
+            expect(row.locator(f'a[href="#/licenses/{drift["license"]["id"]}"]')).to_have_text(drift["license"]["key"])
+        expect(row.locator("td").nth(2)).to_have_text(drift["subscriptionId"] or "\u2014")
+    expect(page.locator(".error")).to_have_count(0)
+    screenshot(page, "billing")
+
+
+LICENSE_C_QUERY = """query($id: ID) { license(id: $id) { status statusReason expiresAt activeDevices
+  devices(first: 10) { nodes { id status } } } }"""
+
+
+def license_actions(page, token):
+    """Clicks each staff action on license C's page and reads its effect back through the API."""
+    license_id = LICENSE_C["id"]
+    released, exported = LICENSE_C["devices"][0], LICENSE_C["devices"][1]
+
+    def read():
+        return graphql(token, LICENSE_C_QUERY, {"id": license_id})["license"]
+
+    def device_status(license, device):
+        return next(d["status"] for d in license["devices"]["nodes"] if d["id"] == device)
+
+    step("console: license C's page")
+    page.goto(f"{BASE}/console#/licenses/{license_id}")
+    title = page.locator("#license-title")
+    expect(title.locator(".badge")).to_have_text("ACTIVE")
+    seats = page.locator(".facts .activations .count")
+    expect(seats).to_have_text("3/5")
+    expect(page.locator("tr[data-device]")).to_have_count(3)
+    action = lambda label: page.locator(f'.actions button[data-action="{label}"]')
+
+    step("console: suspend with a reason")
+    page.get_by_label("Reason", exact=True).fill(LICENSE_C["suspend_reason"])
+    action("Suspend").click()
+    expect(title.locator(".badge")).to_have_text("SUSPENDED")
+    expect(page.get_by_text(f'Reason: {LICENSE_C["suspend_reason"]}')).to_be_visible()
+    expect(action("Suspend")).to_have_count(0)
+    until("the suspension in the API", read,
+          lambda l: (l["status"], l["statusReason"]) == ("SUSPENDED", LICENSE_C["suspend_reason"]))
+
+    step("console: reinstate")
+    action("Reinstate").click()
+    expect(title.locator(".badge")).to_have_text("ACTIVE")
+    expect(action("Reinstate")).to_have_count(0)
+    expect(action("Suspend")).to_be_visible()
+    expect(page.get_by_label("Reason", exact=True)).to_have_value("")  # not the last suspension's
+    until("the reinstatement in the API", read, lambda l: (l["status"], l["statusReason"]) == ("ACTIVE", None))
+
+    step("console: renew adds one term to the expiry")
+    before = instant(read()["expiresAt"])
+    expires = page.locator(".facts > div", has=page.locator("dt", has_text="Expires")).locator("dd")
+    expect(expires).to_have_text(shown(before))
+    action("Renew").click()
+    renewed = until("the renewal in the API", read, lambda l: instant(l["expiresAt"]) != before)
+    after = instant(renewed["expiresAt"])
+    assert after - before == timedelta(seconds=LICENSE_C["term_seconds"]), f"{before} -> {after}"
+    expect(expires).to_have_text(shown(after))
+
+    step("console: release a device frees its seat")
+    row = page.locator(f'tr[data-device="{released}"]')
+    row.get_by_role("button", name="Release").click()
+    expect(row.locator(".badge")).to_have_text("RELEASED")
+    expect(row.locator("button[data-action]")).to_have_count(0)
+    expect(seats).to_have_text("2/5")
+    until("the release in the API", read,
+          lambda l: l["activeDevices"] == 2 and device_status(l, released) == "RELEASED"
+          and device_status(l, exported) in ("ACTIVE", "PENDING_SYNC"))
+
+    step("console: export another device's refresh file")
+    page.locator(f'tr[data-device="{exported}"]').get_by_role("button", name="Export refresh file").click()
+    region = page.get_by_role("region", name="Refresh file")
+    text_box = region.get_by_label(f"Refresh file for device {exported}")
+    expect(text_box).to_have_value(re.compile(r"^-----BEGIN LICENSE FILE-----\n"))
+    text = text_box.input_value()
+    assert text.rstrip("\n").endswith("-----END LICENSE FILE-----"), text
+    with page.expect_download() as download:
+        region.get_by_role("link", name="Download").click()
+    assert download.value.suggested_filename == f"refresh-{exported}.lic", download.value.suggested_filename
+    offered = open(download.value.path(), encoding="utf-8").read()
+    assert offered == text, f"the download is not the file shown:\n{offered}\n{text}"
+    with open(CONFIG["refresh_file"], "w", encoding="utf-8") as out:
+        out.write(offered)
+    # The file is for the license as it is now: read back, nothing else changed.
+    license = read()
+    assert (license["status"], instant(license["expiresAt"]), license["activeDevices"]) == ("ACTIVE", after, 2), license
+    screenshot(page, "license-actions", docs=False)
+
+
 def admin_flow(context):
     page = context.new_page()
     step("console: the sign-in page")
@@ -205,12 +351,8 @@ def admin_flow(context):
     card.get_by_role("button", name="Acknowledge").click()
     expect(card).to_have_count(0)
 
-    step("console: the billing drift page")
-    page.get_by_role("link", name="Billing drift", exact=True).click()
-    page.wait_for_selector("#billing-title")
-    expect(page.locator(".empty, table.list")).to_have_count(1)
-    expect(page.locator(".error")).to_have_count(0)
-    screenshot(page, "billing")
+    billing_drift(page)
+    license_actions(page, sign_in_token(CONFIG["admin"]))
     page.close()
 
 
@@ -219,12 +361,16 @@ def read_only_flow(context):
     page = context.new_page()
     sign_in(page, CONFIG["read_only"])
     expect(page.locator("[data-role]")).to_have_text("READ_ONLY")
-    for route, ready in [("alerts", "[data-live=live]"), ("anomalies", "#anomalies-title"),
-                         ("licenses", "tr[data-license]"), (f"licenses/{LICENSE_A['id']}", "tr[data-device]"),
-                         ("billing", "#billing-title")]:
+    # Each `ready` selector matches only once the page's data has rendered, in the same render
+    # that would draw the action buttons (license B's alert is still open: READ_ONLY sees "Open"
+    # where ADMIN saw "Acknowledge").
+    for route, ready in [("alerts", "tr[data-alert] >> text=Open"),
+                         ("anomalies", "article[data-anomaly], p.empty"),
+                         ("licenses", "tr[data-license]"),
+                         (f"licenses/{LICENSE_A['id']}", "tr[data-device]"),
+                         ("billing", "tr[data-drift]")]:
         page.goto(f"{BASE}/console#/{route}")
         page.wait_for_selector(ready, timeout=30000)
-        page.wait_for_timeout(300)
         for label in MUTATING:
             assert page.get_by_role("button", name=label).count() == 0, f"{label} shown to READ_ONLY on {route}"
         assert page.locator("button[data-action]").count() == 0, f"an action button on {route}"

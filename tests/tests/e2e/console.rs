@@ -15,11 +15,16 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
+use tokio::process::Command;
+
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use tests::{ACTIVATE, Backend, TestServer, components, eventually, on_both_databases};
+use tests::{
+    ACTIVATE, Backend, StripeDouble, TestServer, billing_server_with, components, eventually, license_until,
+    on_both_databases, sync_billing, synced, verify_license_file,
+};
 
 /// The Python interpreter of the Playwright venv: `LICENSING_TEST_PLAYWRIGHT_PYTHON`, else where
 /// `scripts/test.sh` installs it.
@@ -76,6 +81,122 @@ async fn activate(server: &TestServer, key: &str, fingerprint: &str, n: usize) -
         .to_owned()
 }
 
+/// The reason the script types when it suspends license C.
+const SUSPEND_REASON: &str = "Payment dispute, ticket 4711";
+/// License C's policy: 30 days a term, which each renewal adds.
+const TEAM_TERM_SECONDS: i64 = 30 * 86_400;
+
+/// Open billing drift for the Billing drift page, made as `billing_reconcile.rs` makes it: a
+/// subscription-backed policy, subscriptions on the Stripe stand-in that disagree with the
+/// licenses, and a requested reconciliation. Four rows stay open, each needing a person; each is
+/// returned with the action its explanation names (the script checks the page shows both).
+async fn billing_drift(server: &TestServer, stripe: &StripeDouble, owner: &str) -> Vec<Value> {
+    server
+        .ok(
+            owner,
+            "mutation { upsertCustomer(input: {externalId: \"ERP-1003\", name: \"Initech\", billingCustomerId: \"cus_initech\"}) { id } }",
+            json!({}),
+        )
+        .await;
+    let product = server
+        .ok(
+            owner,
+            "mutation { createProduct(input: {name: \"Scanner Cloud\", code: \"cloud\"}) { id } }",
+            json!({}),
+        )
+        .await["createProduct"]["id"]
+        .clone();
+    let policy = server
+        .ok(
+            owner,
+            "mutation($p: ID!) { createPolicy(input: {productId: $p, name: \"Cloud, monthly\", subscriptionBacked: true, billingGraceSeconds: 0}) { id } }",
+            json!({ "p": product }),
+        )
+        .await["createPolicy"]["id"]
+        .clone();
+    let period_end = Utc::now() + chrono::Duration::days(30);
+    for (subscription, customer) in [
+        ("sub_initech_site", "cus_initech"), // followed by a license staff suspend
+        ("sub_initech_lab", "cus_initech"),  // followed by no license
+        ("sub_globex_seats", "cus_globex"),  // followed by an Initech license
+    ] {
+        stripe.put(StripeDouble::subscription(subscription, customer, "active", period_end));
+    }
+    let policy = &policy;
+    let issue_billed = |subscription: &'static str| async move {
+        server
+            .ok(
+                owner,
+                "mutation($p: ID!, $s: String) { issueLicense(input: {policyId: $p, customerExternalId: \"ERP-1003\", billingSubscriptionId: $s}) { id } }",
+                json!({ "p": policy, "s": subscription }),
+            )
+            .await["issueLicense"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let suspended = issue_billed("sub_initech_site").await;
+    let mismatched = issue_billed("sub_globex_seats").await;
+    issue_billed("sub_initech_s1te").await; // a typo: the billing system has no such subscription
+    for id in [&suspended, &mismatched] {
+        license_until(server, id, "the first read", |l| {
+            synced(l) && l["billing"]["status"] == "ACTIVE"
+        })
+        .await;
+    }
+    server
+        .ok(
+            owner,
+            "mutation($id: ID!) { suspendLicense(id: $id, reason: \"chargeback review\") { status } }",
+            json!({ "id": suspended }),
+        )
+        .await;
+    let run = sync_billing(server, owner).await;
+    assert_eq!(
+        (run["error"].clone(), run["driftOpened"].as_i64()),
+        (Value::Null, Some(4)),
+        "{run}"
+    );
+    let open = server
+        .ok(
+            owner,
+            "{ billingDrift(first: 50, openOnly: true) { nodes { id kind explanation autoFixed subscriptionId license { id key } } } }",
+            json!({}),
+        )
+        .await["billingDrift"]["nodes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let actions = [
+        (
+            "CUSTOMER_MISMATCH",
+            "correct the customer's billingCustomerId or link the right subscription",
+        ),
+        ("LICENSE_WITHOUT_SUBSCRIPTION", "correct its billingSubscriptionId"),
+        (
+            "SUBSCRIPTION_WITHOUT_LICENSE",
+            "issue one with billingSubscriptionId, or link an existing license with updateLicense",
+        ),
+        (
+            "SUSPENDED_WHILE_PAID",
+            "reinstate the license, or cancel the subscription",
+        ),
+    ];
+    let mut kinds: Vec<&str> = open.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, actions.map(|(kind, _)| kind), "{open:?}");
+    open.into_iter()
+        .map(|mut row| {
+            let action = actions.iter().find(|(kind, _)| row["kind"] == *kind).unwrap().1;
+            let explanation = row["explanation"].as_str().unwrap();
+            assert!(explanation.contains(action), "{row}");
+            assert_eq!(row["autoFixed"], false, "{row}");
+            row["action"] = json!(action);
+            row
+        })
+        .collect()
+}
+
 /// Some usage over the last days, for the chart.
 async fn record_usage(server: &TestServer, device_token: &str) {
     let now = chrono::Utc::now();
@@ -109,7 +230,14 @@ fn screenshots_dir(backend: Backend) -> PathBuf {
 }
 
 async fn console_in_browser(backend: Backend) {
-    let server = TestServer::start_with(backend, &[("ANOMALY_SCAN_SECS", "1")]).await;
+    let stripe = StripeDouble::start().await;
+    let server = billing_server_with(
+        backend,
+        &stripe.base_url(),
+        StripeDouble::SECRET_KEY,
+        &[("ANOMALY_SCAN_SECS", "1")],
+    )
+    .await;
     let owner = server.owner_token.clone();
     staff_user(&server, &owner, "admin@vendor.test", "ADMIN").await;
     staff_user(&server, &owner, "viewer@vendor.test", "READ_ONLY").await;
@@ -183,6 +311,37 @@ async fn console_in_browser(backend: Backend) {
         data["anomalies"]["nodes"][0]["id"].as_str().map(str::to_owned)
     })
     .await;
+    // License C (3 of 5 seats) is for the staff actions the script clicks.
+    let team = server
+        .ok(
+            &owner,
+            &policy(&format!(
+                "name: \"Team, 5 seats\", maxActivations: 5, durationSeconds: {TEAM_TERM_SECONDS}"
+            )),
+            json!({ "p": product }),
+        )
+        .await["createPolicy"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (license_c, key_c) = issue(&server, &owner, &team, "ERP-1002").await;
+    for n in 201..=203 {
+        activate(&server, &key_c, &format!("console-c-{n}"), n).await;
+    }
+    let devices_c: Vec<String> = server
+        .ok(
+            &owner,
+            "query($id: ID) { license(id: $id) { devices(first: 10) { nodes { id } } } }",
+            json!({ "id": license_c }),
+        )
+        .await["license"]["devices"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(devices_c.len(), 3);
+    let drift = billing_drift(&server, &stripe, &owner).await;
     let audit_before = server.audit_count(&owner).await;
 
     let dir = tempfile::tempdir().unwrap();
@@ -190,6 +349,7 @@ async fn console_in_browser(backend: Backend) {
     std::fs::create_dir_all(&shots).unwrap();
     let docs = (backend == Backend::Sqlite && std::env::var("UPDATE_SCREENSHOTS").as_deref() == Ok("1"))
         .then(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/console"));
+    let refresh_file = dir.path().join("refresh.lic");
     let config = json!({
         "base_url": server.base_url,
         "admin": { "email": "admin@vendor.test", "password": PASSWORD },
@@ -200,14 +360,20 @@ async fn console_in_browser(backend: Backend) {
         "screenshots": shots,
         "docs": docs,
         "anomaly_note": ANOMALY_NOTE,
+        "drift": drift,
+        "license_c": { "id": license_c, "devices": devices_c, "suspend_reason": SUSPEND_REASON,
+                       "term_seconds": TEAM_TERM_SECONDS },
+        "refresh_file": refresh_file,
     });
     let config_path = dir.path().join("config.json");
     std::fs::write(&config_path, config.to_string()).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/console_browser.py");
+    // Async, so the Stripe stand-in (a task of this runtime) keeps answering meanwhile.
     let out = Command::new(playwright_python())
         .arg(&script)
         .arg(&config_path)
         .output()
+        .await
         .unwrap_or_else(|e| {
             panic!(
                 "run {} (scripts/test.sh installs it): {e}",
@@ -262,24 +428,102 @@ async fn console_in_browser(backend: Backend) {
         )
         .await;
     assert_eq!(license["license"], json!({ "status": "ACTIVE", "activeDevices": 100 }));
-    // One audit event more: the acknowledgement (the activation of a device is not a staff
-    // change); the forged suspension left none.
+    // The audit trail has the clicks on license C and its device; the forged suspension of
+    // license A left none.
     let audit = server
         .ok(
             &owner,
-            "{ auditEvents(first: 100) { totalCount nodes { action } } }",
+            "{ auditEvents(first: 100) { totalCount nodes { action targetId actorLabel } } }",
             json!({}),
         )
         .await;
+    let events: Vec<(&str, &str, &str)> = audit["auditEvents"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["targetId"].as_str().unwrap_or(""),
+                e["actorLabel"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    for (action, target) in [
+        ("license.suspend", license_c.as_str()),
+        ("license.reinstate", license_c.as_str()),
+        ("license.renew", license_c.as_str()),
+        ("device.release", devices_c[0].as_str()),
+    ] {
+        assert!(
+            events.contains(&(action, target, "admin@vendor.test")),
+            "no {action} of {target} by the admin: {audit}"
+        );
+    }
     assert!(
-        audit["auditEvents"]["nodes"]
+        !events
+            .iter()
+            .any(|(action, target, _)| action.starts_with("license.suspend") && *target == license_a),
+        "{audit}"
+    );
+    assert!(server.audit_count(&owner).await > audit_before);
+
+    // License C after the clicks: active again, renewed once, device 1 released, and the
+    // refresh file the page offered for device 2 is signed by the vendor's key and says so.
+    let c = server
+        .ok(
+            &owner,
+            "query($id: ID) { license(id: $id) { status statusReason issuedAt expiresAt activeDevices devices(first: 10) { nodes { id status } } } }",
+            json!({ "id": license_c }),
+        )
+        .await["license"]
+        .clone();
+    assert_eq!(
+        (c["status"].as_str(), &c["statusReason"]),
+        (Some("ACTIVE"), &Value::Null),
+        "{c}"
+    );
+    assert_eq!(c["activeDevices"], 2, "{c}");
+    let status_of = |id: &str| {
+        c["devices"]["nodes"]
             .as_array()
             .unwrap()
             .iter()
-            .all(|e| e["action"] != "license.suspended"),
-        "{audit}"
+            .find(|d| d["id"] == id)
+            .map(|d| d["status"].clone())
+    };
+    assert_eq!(status_of(&devices_c[0]), Some(json!("RELEASED")), "{c}");
+    // The others keep their seats (pending sync, perhaps: they hold a file from before the
+    // license's changes).
+    for device in &devices_c[1..] {
+        let status = status_of(device).unwrap();
+        assert!(status == "ACTIVE" || status == "PENDING_SYNC", "{c}");
+    }
+    let instant = |field: &str| {
+        DateTime::parse_from_rfc3339(c[field].as_str().unwrap())
+            .unwrap()
+            .to_utc()
+    };
+    let term = (instant("expiresAt") - instant("issuedAt")).num_seconds();
+    assert!(
+        (2 * TEAM_TERM_SECONDS - 5..=2 * TEAM_TERM_SECONDS + 5).contains(&term),
+        "issued for one term and renewed once: {c}"
     );
-    assert!(server.audit_count(&owner).await >= audit_before);
+    let file = std::fs::read_to_string(&refresh_file).unwrap();
+    let payload = verify_license_file(&server, &file).await;
+    assert_eq!(
+        (
+            payload.license_id.as_str(),
+            payload.device.id.as_str(),
+            payload.status.as_str()
+        ),
+        (license_c.as_str(), devices_c[1].as_str(), "ACTIVE")
+    );
+    assert_eq!(
+        payload.expires_at,
+        Some(instant("expiresAt")),
+        "the file has the renewed expiry"
+    );
     for page in [
         "graphiql",
         "signin",
@@ -288,6 +532,7 @@ async fn console_in_browser(backend: Backend) {
         "licenses",
         "license",
         "billing",
+        "license-actions",
     ] {
         assert!(shots.join(format!("{page}.png")).is_file(), "screenshot {page}");
     }

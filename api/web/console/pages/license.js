@@ -34,7 +34,8 @@ function Actions({ license, role, onChanged }) {
     ${support && license.status === 'ACTIVE' ? html`<span class="with-input">
       <label for="suspend-reason">Reason</label>
       <input id="suspend-reason" type="text" maxlength="500" value=${reason} onInput=${(e) => setReason(e.target.value)} />
-      <${ActionButton} label="Suspend" kind="danger" action=${() => gql(SUSPEND, { id: license.id, reason: reason || null })} onDone=${onChanged} />
+      <${ActionButton} label="Suspend" kind="danger" action=${() => gql(SUSPEND, { id: license.id, reason: reason || null })}
+        onDone=${() => { setReason(''); onChanged(); }} />
     </span>` : ''}
     ${support && license.status === 'SUSPENDED'
       ? html`<${ActionButton} label="Reinstate" action=${() => gql(REINSTATE, { id: license.id })} onDone=${onChanged} />` : ''}
