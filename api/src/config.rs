@@ -41,14 +41,9 @@ impl Config {
     /// Reads the environment.
     ///
     /// # Errors
-    /// As [`Settings::from_env`]; an unknown `LICENSING_ENV` or `WORKERS`; a `TRUSTED_PROXIES`
+    /// As [`Settings::from_env`]; an unknown `WORKERS`; a `TRUSTED_PROXIES`
     /// entry that is not an IP address or CIDR network; a bad `TOKEN_USAGE_FLUSH_SECS`.
     pub fn from_env() -> anyhow::Result<Self> {
-        let production = match env("LICENSING_ENV").as_deref() {
-            None | Some("development") => false,
-            Some("production") => true,
-            Some(other) => bail!("LICENSING_ENV must be development or production, not {other:?}"),
-        };
         let embedded_workers = match env("WORKERS").as_deref() {
             None | Some("embedded") => true,
             Some("off") => false,
@@ -56,10 +51,11 @@ impl Config {
         };
         let trusted_proxies = crate::proxies::TrustedProxies::parse(&env("TRUSTED_PROXIES").unwrap_or_default())
             .map_err(|e| anyhow::anyhow!("TRUSTED_PROXIES: {e}"))?;
+        let settings = Settings::from_env()?;
         Ok(Self {
-            settings: Settings::from_env()?,
+            production: settings.production,
+            settings,
             listen_addr: env("LISTEN_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
-            production,
             embedded_workers,
             redis_url: env("REDIS_URL"),
             stripe_webhook_secret: env("STRIPE_WEBHOOK_SECRET").map(SecretString::from),

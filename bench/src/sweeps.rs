@@ -78,6 +78,8 @@ pub(crate) async fn seed_catalog(bin_dir: &Path) -> anyhow::Result<Fleet> {
         database_url: format!("sqlite://{}/licensing.db?mode=rwc", dir.path().display()),
         secret: secrecy::SecretBox::new(Box::new(SECRET.as_bytes().to_vec())),
         clock_offset_file: None,
+        production: false,
+        webhook_targets: domain::webhooks::targets::TargetRules::AnyHost,
     };
     let domain = settings.open_domain().await?;
     let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();

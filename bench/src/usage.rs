@@ -263,6 +263,8 @@ pub async fn run(
         database_url: format!("sqlite://{}/licensing.db?mode=rwc", metered.dir.path().display()),
         secret: secrecy::SecretBox::new(Box::new(SECRET.as_bytes().to_vec())),
         clock_offset_file: None,
+        production: false,
+        webhook_targets: domain::webhooks::targets::TargetRules::AnyHost,
     };
     let domain = settings.open_domain().await?;
     let vendor: (String,) = domain

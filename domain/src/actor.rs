@@ -71,6 +71,10 @@ pub enum Capability {
     ManageAccess,
     /// Change vendor settings and rotate signing keys.
     ManageVendor,
+    /// Create, change and delete webhook endpoints; redeliver webhooks.
+    ManageWebhooks,
+    /// Read the webhook delivery log (integrations watch their own feed).
+    ReadWebhookDeliveries,
 }
 
 /// Whether `role` has `capability`. This table is the whole authorisation policy.
@@ -84,7 +88,8 @@ pub fn allows(role: Role, capability: Capability) -> bool {
         C::ManageCatalog | C::ManageLicenses => matches!(role, R::Owner | R::Admin | R::Integration),
         C::Support => matches!(role, R::Owner | R::Admin | R::Support | R::Integration),
         C::ReviewUsage => matches!(role, R::Owner | R::Admin | R::Support),
-        C::ManageAccess | C::ManageVendor => matches!(role, R::Owner | R::Admin),
+        C::ManageAccess | C::ManageVendor | C::ManageWebhooks => matches!(role, R::Owner | R::Admin),
+        C::ReadWebhookDeliveries => matches!(role, R::Owner | R::Admin | R::Integration),
     }
 }
 
@@ -189,6 +194,8 @@ mod tests {
             Capability::ReviewUsage,
             Capability::ManageAccess,
             Capability::ManageVendor,
+            Capability::ManageWebhooks,
+            Capability::ReadWebhookDeliveries,
         ] {
             assert!(!allows(Role::ReadOnly, cap), "{cap:?}");
         }
@@ -200,6 +207,9 @@ mod tests {
         assert!(allows(Role::Integration, Capability::ManageLicenses));
         assert!(!allows(Role::Integration, Capability::ManageAccess));
         assert!(!allows(Role::Integration, Capability::ManageVendor));
+        assert!(!allows(Role::Integration, Capability::ManageWebhooks));
+        assert!(allows(Role::Integration, Capability::ReadWebhookDeliveries));
+        assert!(!allows(Role::Support, Capability::ReadWebhookDeliveries));
         assert!(!allows(Role::Integration, Capability::ReviewUsage));
         assert!(!allows(Role::Integration, Capability::RevealLicenseKeys));
     }

@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::audit::{self, Change};
 use crate::db::begin_write;
 use crate::page::{self, Order, Page, PageRequest};
+use crate::webhooks::{self, events::NewEvent};
 use crate::{Actor, Capability, Domain, Error, Result, new_id};
 
 /// An alert to raise.
@@ -35,7 +36,7 @@ pub(crate) async fn raise(db: &impl ConnectionTrait, alert: NewAlert<'_>, now: D
 }
 
 /// Raises many alerts in one statement (a sweep's deaths), each unless one with its dedupe key
-/// is open; returns how many were new.
+/// is open, with an `alert.raised` webhook event for each new one; returns how many were new.
 pub(crate) async fn raise_all(db: &impl ConnectionTrait, alerts: Vec<NewAlert<'_>>, now: DateTime<Utc>) -> Result<u64> {
     if alerts.is_empty() {
         return Ok(0);
@@ -59,9 +60,18 @@ pub(crate) async fn raise_all(db: &impl ConnectionTrait, alerts: Vec<NewAlert<'_
                 .do_nothing()
                 .to_owned(),
         )
-        .exec_without_returning(db)
+        .exec_with_returning(db)
         .await?;
-    Ok(inserted)
+    let events = inserted
+        .iter()
+        .map(|alert| NewEvent {
+            vendor_id: &alert.vendor_id,
+            event_type: "alert.raised",
+            object: webhooks::objects::alert(alert),
+        })
+        .collect();
+    webhooks::events::record_all(db, events, now).await?;
+    Ok(inserted.len() as u64)
 }
 
 /// Closes the situation behind `dedupe_key`: the next occurrence raises a new alert.

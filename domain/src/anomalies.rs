@@ -41,7 +41,7 @@ pub(crate) struct Flagged {
     pub opened: bool,
 }
 
-/// Opens an anomaly and alerts staff, or, when one is open for the same kind and series,
+/// Opens an anomaly, alerts staff and promises an `anomaly.opened` webhook event, or, when one is open for the same kind and series,
 /// moves its `last_seen_at` and refreshes its explanation and evidence.
 pub(crate) async fn flag(db: &impl ConnectionTrait, new: NewAnomaly<'_>, now: DateTime<Utc>) -> Result<Flagged> {
     let id = new_id();
@@ -97,6 +97,10 @@ pub(crate) async fn flag(db: &impl ConnectionTrait, new: NewAnomaly<'_>, now: Da
         .one(db)
         .await?
         .ok_or_else(|| Error::Internal("a flagged anomaly vanished".into()))?;
+    if opened {
+        let object = crate::webhooks::objects::anomaly(&anomaly);
+        crate::webhooks::events::record(db, &anomaly.vendor_id, "anomaly.opened", object, now).await?;
+    }
     Ok(Flagged { anomaly, opened })
 }
 

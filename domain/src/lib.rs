@@ -36,6 +36,7 @@ pub mod token_chain;
 mod token_usage;
 pub mod usage;
 pub mod vendors;
+pub mod webhooks;
 pub mod worker_ticks;
 
 pub use actor::{Actor, ActorKind, Capability};
@@ -69,6 +70,8 @@ pub struct Domain {
     pub(crate) caches: Arc<Caches>,
     /// API token last-use times not written yet ([`Domain::flush_token_usage`]).
     pub(crate) token_usage: Arc<token_usage::TokenUsage>,
+    /// Where webhook deliveries may go (set from the deployment's settings).
+    pub webhook_targets: webhooks::targets::TargetRules,
 }
 
 impl Domain {
@@ -89,6 +92,7 @@ impl Domain {
                 heartbeat_intervals: Cache::new(100_000),
             }),
             token_usage: Arc::default(),
+            webhook_targets: webhooks::targets::TargetRules::default(),
         }
     }
 }

@@ -81,12 +81,18 @@ fn in_no_queue(lost: DateTime<Utc>) -> Condition {
         .add(email_outbox::Column::EnqueuedAt.lt(lost))
 }
 
-/// Wait before retry `attempt` (1, 2, ...): 5 s doubling, at most an hour (plus up to 20%
-/// jitter when scheduled, so a queue of emails failing together does not retry in lockstep).
+/// Wait before retry `attempt` (1, 2, ...): 5 s doubling, at most an hour.
 #[must_use]
 pub fn backoff(attempt: i32) -> Duration {
     let exponent = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0).min(10);
     Duration::seconds((5_i64 << exponent).min(3600))
+}
+
+/// When to retry after failed attempt `attempt`: [`backoff`] plus up to 20% jitter, so a queue
+/// of emails or webhooks failing together does not retry in lockstep.
+#[must_use]
+pub fn retry_at(now: DateTime<Utc>, attempt: i32) -> DateTime<Utc> {
+    now + backoff(attempt) * (100 + rand::Rng::gen_range(&mut rand::thread_rng(), 0..20)) / 100
 }
 
 /// How a delivery attempt ended.
@@ -217,9 +223,7 @@ impl Domain {
             EmailStatus::Pending => update
                 .col_expr(
                     email_outbox::Column::NextAttemptAt,
-                    Expr::value(
-                        now + backoff(attempts) * (100 + rand::Rng::gen_range(&mut rand::thread_rng(), 0..20)) / 100,
-                    ),
+                    Expr::value(retry_at(now, attempts)),
                 )
                 .col_expr(
                     email_outbox::Column::EnqueuedAt,

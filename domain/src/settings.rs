@@ -16,6 +16,8 @@ use secrecy::{ExposeSecret, SecretBox};
 /// | `DATA_DIR` | `./data` | embedded database, generated secret, owner token, job queue, mail files |
 /// | `DATABASE_URL` | `sqlite://<DATA_DIR>/licensing.db?mode=rwc` | SQLite or `postgres://...` |
 /// | `LICENSING_SECRET` | generated into `DATA_DIR/secret` | master secret (>= 32 bytes); required with PostgreSQL |
+/// | `LICENSING_ENV` | `development` | `production`: see each process's use (introspection off, webhook targets public `https` only) |
+/// | `WEBHOOK_ALLOW_PRIVATE_TARGETS` | `false` | `true`: production webhooks may go to private, loopback and `http` URLs |
 /// | `LICENSING_CLOCK_OFFSET_FILE` | unset | tests only: a file holding seconds to add to the clock |
 ///
 /// `DATA_DIR` is created (or tightened to) mode 0700; with [`restrict_new_files`] called at
@@ -30,6 +32,10 @@ pub struct Settings {
     pub secret: SecretBox<Vec<u8>>,
     /// Tests only: a file of seconds added to the clock, so tests can move time.
     pub clock_offset_file: Option<PathBuf>,
+    /// Whether this is a production deployment.
+    pub production: bool,
+    /// Where webhook deliveries may go.
+    pub webhook_targets: crate::webhooks::targets::TargetRules,
 }
 
 /// Makes every file and directory this process creates from now on private to its user
@@ -64,8 +70,19 @@ impl Settings {
     /// Reads the environment, creating `DATA_DIR` and a generated secret when needed.
     ///
     /// # Errors
-    /// When `DATA_DIR` cannot be created, or PostgreSQL is used without `LICENSING_SECRET`.
+    /// When `DATA_DIR` cannot be created, PostgreSQL is used without `LICENSING_SECRET`, or
+    /// `LICENSING_ENV` / `WEBHOOK_ALLOW_PRIVATE_TARGETS` has an unknown value.
     pub fn from_env() -> anyhow::Result<Self> {
+        let production = match env("LICENSING_ENV").as_deref() {
+            None | Some("development") => false,
+            Some("production") => true,
+            Some(other) => bail!("LICENSING_ENV must be development or production, not {other:?}"),
+        };
+        let allow_private_targets = match env("WEBHOOK_ALLOW_PRIVATE_TARGETS").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => bail!("WEBHOOK_ALLOW_PRIVATE_TARGETS must be true or false, not {other:?}"),
+        };
         let data_dir = PathBuf::from(env("DATA_DIR").unwrap_or_else(|| "./data".into()));
         private_dir(&data_dir)?;
         let database_url =
@@ -82,6 +99,8 @@ impl Settings {
             database_url,
             secret: SecretBox::new(Box::new(secret)),
             clock_offset_file: env("LICENSING_CLOCK_OFFSET_FILE").map(PathBuf::from),
+            production,
+            webhook_targets: crate::webhooks::targets::TargetRules::for_deployment(production, allow_private_targets),
         })
     }
 
@@ -110,7 +129,9 @@ impl Settings {
             .await
             .context("connecting to DATABASE_URL")?;
         crate::db::migrate(&pools.write).await.context("applying migrations")?;
-        Ok(crate::Domain::new(pools, self.master_secret()?, self.clock()))
+        let mut domain = crate::Domain::new(pools, self.master_secret()?, self.clock());
+        domain.webhook_targets = self.webhook_targets;
+        Ok(domain)
     }
 }
 

@@ -23,6 +23,7 @@ use crate::db::begin_write;
 use crate::device_history;
 use crate::devices::{dead_alert, release_seats};
 use crate::outbox::{self, NewEmail};
+use crate::webhooks::{self, events::NewEvent};
 use crate::{Domain, Result};
 
 /// Devices marked dead per transaction.
@@ -123,6 +124,15 @@ impl Domain {
                 dead.extend(kept);
             }
             device_history::record_deaths(&tx, &dead, now).await?;
+            let events = dead
+                .iter()
+                .map(|device| NewEvent {
+                    vendor_id: &device.vendor_id,
+                    event_type: "device.dead",
+                    object: webhooks::objects::device(device),
+                })
+                .collect();
+            webhooks::events::record_all(&tx, events, now).await?;
             tx.commit().await?;
             if !full_chunk {
                 break;
@@ -212,7 +222,8 @@ impl Domain {
     /// Promises a renewal notice for every active license whose expiry is within one of
     /// `thresholds_days` (only the nearest threshold: a license issued 5 days before expiry
     /// gets the 7-day notice, not the 30-day one too), once per license, threshold and expiry
-    /// (a renewal starts a new cycle). Returns how many were promised.
+    /// (a renewal starts a new cycle), each with a `license.expiring` webhook event. Returns
+    /// how many were promised.
     ///
     /// # Errors
     /// Database errors.
@@ -335,6 +346,8 @@ impl Domain {
                 };
                 if outbox::promise(&tx, notice, now).await? {
                     promised += 1;
+                    let object = webhooks::objects::expiring_license(&license, days);
+                    webhooks::events::record(&tx, &license.vendor_id, "license.expiring", object, now).await?;
                 }
             }
             tx.commit().await?;
@@ -355,5 +368,6 @@ fn kind_label(kind: AlertKind) -> &'static str {
         AlertKind::LicenseExpiring => "licenses expiring",
         AlertKind::EmailFailed => "emails failed",
         AlertKind::BillingDrift => "billing disagreements",
+        AlertKind::WebhookFailed => "webhook deliveries failed",
     }
 }

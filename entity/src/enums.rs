@@ -223,6 +223,25 @@ pub enum AlertKind {
     /// Billing reconciliation found a disagreement for staff.
     #[sea_orm(string_value = "BILLING_DRIFT")]
     BillingDrift,
+    /// A webhook delivery was retried for its whole window and given up on.
+    #[sea_orm(string_value = "WEBHOOK_FAILED")]
+    WebhookFailed,
+}
+
+/// Where a webhook delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WebhookDeliveryStatus {
+    /// Not yet acknowledged by a 2xx; retried until its window closes.
+    #[sea_orm(string_value = "PENDING")]
+    Pending,
+    /// The endpoint answered 2xx.
+    #[sea_orm(string_value = "DELIVERED")]
+    Delivered,
+    /// Retried for the whole window without a 2xx (a WEBHOOK_FAILED alert says so).
+    #[sea_orm(string_value = "FAILED")]
+    Failed,
 }
 
 /// A billing subscription's status, as the billing system (Stripe) names it.

@@ -36,4 +36,7 @@ pub mod usage_hourly;
 pub mod usage_record;
 pub mod usage_series;
 pub mod vendor;
+pub mod webhook_delivery;
+pub mod webhook_endpoint;
+pub mod webhook_event;
 pub mod worker_tick;

@@ -10,6 +10,7 @@ mod m20261202_000001_consumption;
 mod m20261202_000002_anomaly_scan;
 mod m20261202_000003_billing_sync;
 mod m20261202_000004_device_key_proof;
+mod m20261203_000001_webhooks;
 
 /// Every migration of the licensing database, oldest first.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000002_anomaly_scan::Migration),
             Box::new(m20261202_000003_billing_sync::Migration),
             Box::new(m20261202_000004_device_key_proof::Migration),
+            Box::new(m20261203_000001_webhooks::Migration),
         ]
     }
 }

@@ -24,6 +24,7 @@ mod monitor;
 mod scheduler;
 pub mod stripe;
 pub mod supervise;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -177,6 +177,7 @@ pub(crate) async fn run_on<S: Store>(
     let failed = Arc::new(tokio::sync::Notify::new());
     let on_failure = failed.clone();
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+    let webhooks = tokio::spawn(crate::webhooks::run(Arc::new(ctx.domain.clone()), stopped.clone()));
     let scheduler = tokio::spawn(scheduler::schedule(store.clone(), alerts, ctx.clone(), stopped));
     let (periodic, periodic_ctx, emails, email_ctx) = (store.clone(), ctx.clone(), store.clone(), ctx.clone());
     let (billing_store, billing_ctx) = (store, ctx);
@@ -218,6 +219,7 @@ pub(crate) async fn run_on<S: Store>(
         })
         .await;
     scheduler.abort();
+    webhooks.abort();
     result.context("job workers")?;
     // The monitor also returns when every worker ended by itself.
     Ok(ended_rx.await.unwrap_or(Ended::WorkerFailed))

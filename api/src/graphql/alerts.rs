@@ -32,6 +32,8 @@ pub enum AlertKind {
     EmailFailed,
     /// Billing reconciliation found a disagreement for staff.
     BillingDrift,
+    /// A webhook delivery was retried for its whole window and given up on.
+    WebhookFailed,
 }
 
 /// Something staff should know about.

@@ -22,6 +22,7 @@ pub mod loaders;
 pub mod trusted;
 pub mod usage;
 pub mod vendor;
+pub mod webhooks;
 
 use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{MergedObject, MergedSubscription, Schema, ServerError};
@@ -55,6 +56,7 @@ pub struct Query(
     billing::BillingQuery,
     emails::EmailQuery,
     audit::AuditQuery,
+    webhooks::WebhookQuery,
 );
 
 /// Every mutation field.
@@ -71,6 +73,7 @@ pub struct Mutation(
     alerts::AlertMutation,
     anomalies::AnomalyMutation,
     billing::BillingMutation,
+    webhooks::WebhookMutation,
 );
 
 /// Every subscription field.

@@ -4,7 +4,7 @@
 //! and, when its file changes, a new version (pending sync, refresh-file emails). During a
 //! reconciliation pass the disagreements found are noted in the drift report.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::Duration;
 use entity::enums::{AlertKind, BillingDriftKind, BillingStatus, LicenseStatus};
@@ -22,6 +22,7 @@ use super::{Subscription, billing_actor};
 use crate::alerts::{self, NewAlert};
 use crate::db::begin_write;
 use crate::licenses::effective_status;
+use crate::webhooks::{self, events::NewEvent};
 use crate::{Domain, Result};
 
 /// What applying one subscription did.
@@ -80,7 +81,7 @@ impl Domain {
     pub async fn apply_subscription(&self, sub: &Subscription, mut pass: Option<&mut BillingPass>) -> Result<Applied> {
         let now = self.clock.now();
         let tx = begin_write(&self.writer).await?;
-        let stored = self.store_subscription(&tx, sub, pass.as_deref(), now).await?;
+        let (stored, subscription_changed) = self.store_subscription(&tx, sub, pass.as_deref(), now).await?;
         let mut licenses = license::Entity::find()
             .filter(license::Column::BillingSubscriptionId.eq(&sub.id))
             .lock_exclusive()
@@ -102,8 +103,13 @@ impl Domain {
             status_since: stored.status_since,
         };
         let mut vendors = BTreeSet::new();
+        let mut followers: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for license in licenses {
             vendors.insert(license.vendor_id.clone());
+            followers
+                .entry(license.vendor_id.clone())
+                .or_default()
+                .push(license.id.clone());
             let grace: i64 = policy::Entity::find_by_id(&license.policy_id)
                 .select_only()
                 .column(policy::Column::BillingGraceSeconds)
@@ -152,6 +158,21 @@ impl Domain {
                 self.note_license_drift(&tx, pass, sub, &license, &updated, now).await?;
             }
         }
+        if subscription_changed {
+            // One event per vendor whose licenses follow the subscription.
+            let events = followers
+                .iter()
+                .map(|(vendor_id, license_ids)| {
+                    let ids: Vec<&str> = license_ids.iter().map(String::as_str).collect();
+                    NewEvent {
+                        vendor_id,
+                        event_type: "subscription.changed",
+                        object: webhooks::objects::subscription(&stored, &ids),
+                    }
+                })
+                .collect();
+            webhooks::events::record_all(&tx, events, now).await?;
+        }
         if let Some(pass) = pass {
             if vendors.is_empty()
                 && let Some(vendor_id) = self.attribute_vendor(&tx, sub).await?
@@ -189,15 +210,26 @@ impl Domain {
         Ok(applied)
     }
 
-    /// Stores what the billing system said, keeping since when the status has been what it is.
+    /// Stores what the billing system said, keeping since when the status has been what it is;
+    /// says whether the subscription is new or its customer, status, period end or renewal
+    /// changed (a re-read that says the same is no change).
     async fn store_subscription(
         &self,
         tx: &DatabaseTransaction,
         sub: &Subscription,
         pass: Option<&BillingPass>,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<billing_subscription::Model> {
+    ) -> Result<(billing_subscription::Model, bool)> {
         let previous = billing_subscription::Entity::find_by_id(&sub.id).one(tx).await?;
+        let changed = previous.as_ref().is_none_or(|p| {
+            (&p.customer, &p.status_raw, p.current_period_end, p.cancel_at_period_end)
+                != (
+                    &sub.customer,
+                    &sub.status_raw,
+                    sub.current_period_end,
+                    sub.cancel_at_period_end,
+                )
+        });
         let status_since = match &previous {
             Some(p) if p.status_raw == sub.status_raw => p.status_since,
             _ => now,
@@ -235,7 +267,7 @@ impl Domain {
             )
             .exec_without_returning(tx)
             .await?;
-        Ok(row)
+        Ok((row, changed))
     }
 
     /// Links the license `metadata.license_id` names, when it follows no subscription yet.

@@ -25,6 +25,7 @@ use crate::device_history;
 use crate::device_tokens::DeviceTokens;
 use crate::licenses::{find_by_key, require_active};
 use crate::newtypes::{DeviceComponents, DevicePublicKey, Fingerprint, Text};
+use crate::webhooks;
 use crate::{Actor, ActorKind, Capability, Domain, Error, Result, new_id};
 
 /// How the device being bound came in: what differs between the two entry points.
@@ -179,6 +180,8 @@ impl Domain {
         }
         if needs_seat || revives {
             device_history::record_status(&tx, &device, DeviceStatus::Active, now).await?;
+            let object = webhooks::objects::device(&device);
+            webhooks::events::record(&tx, &device.vendor_id, "device.activated", object, now).await?;
         }
         let license_file = self.sign_license_file(&tx, license, policy, &device, now).await?;
         if needs_seat {

@@ -12,6 +12,7 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, Q
 use super::{device_json, device_status, save_device};
 use crate::alerts::{self, NewAlert};
 use crate::device_history;
+use crate::webhooks;
 use crate::{Actor, Error, Result};
 
 fn activation_limit_key(license_id: &str) -> String {
@@ -64,6 +65,20 @@ pub(crate) async fn release_in(
     model.updated_at = Set(now);
     let device = save_device(tx, actor, now, action, before, model).await?;
     device_history::record_status(tx, &device, DeviceStatus::Released, now).await?;
+    // The device giving its seat back itself (online or by file) is a deactivation; staff
+    // or an integration taking it is a release.
+    let event_type = match action {
+        "device.deactivate" | "device.import_deactivation" => "device.deactivated",
+        _ => "device.released",
+    };
+    webhooks::events::record(
+        tx,
+        &device.vendor_id,
+        event_type,
+        webhooks::objects::device(&device),
+        now,
+    )
+    .await?;
     Ok(device)
 }
 
@@ -215,10 +230,21 @@ pub(super) async fn mark_dead(
         alerts::raise(tx, dead_alert(license, &device, release), now).await?;
         device_history::record_deaths(tx, std::slice::from_ref(&device), now).await?;
     }
-    device::Entity::find_by_id(&device.id)
+    let device = device::Entity::find_by_id(&device.id)
         .one(tx)
         .await?
-        .ok_or(Error::NotFound("device"))
+        .ok_or(Error::NotFound("device"))?;
+    if marked {
+        webhooks::events::record(
+            tx,
+            &device.vendor_id,
+            "device.dead",
+            webhooks::objects::device(&device),
+            now,
+        )
+        .await?;
+    }
+    Ok(device)
 }
 
 /// What a device that lost its seat to the dead rule is told.

@@ -14,6 +14,7 @@ use crate::audit::{self, Change};
 use crate::billing;
 use crate::db::begin_write;
 use crate::newtypes::Text;
+use crate::webhooks;
 use crate::{Actor, Capability, Domain, Error, Result};
 
 impl Domain {
@@ -82,6 +83,14 @@ impl Domain {
             actor,
             now,
             Change::new(action, "license", &updated.id, before, license_json(&updated)),
+        )
+        .await?;
+        webhooks::events::record(
+            tx,
+            &updated.vendor_id,
+            webhooks::objects::license_change_type(action, current, &updated),
+            webhooks::objects::license(&updated),
+            now,
         )
         .await?;
         Ok(updated)

@@ -306,6 +306,14 @@ impl Domain {
             ),
         )
         .await?;
+        crate::webhooks::events::record(
+            &tx,
+            &license.vendor_id,
+            "license.created",
+            crate::webhooks::objects::license(&license),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(license)
     }

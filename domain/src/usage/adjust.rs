@@ -10,7 +10,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::counting::{self, Bound, NewRecord, Origin, replay, stored_record};
 use super::online::MAX_QUANTITY;
-use super::{MeterUsage, find_meter, meter_used, period_start};
+use super::{MeterUsage, find_meter, meter_used, period_start, record_limit_reached};
 use crate::audit::{self, Change};
 use crate::db::begin_write;
 use crate::idempotency;
@@ -98,6 +98,16 @@ impl Domain {
         };
         // The license row is locked: no other call with this key can have raced in.
         counting::insert_records(&tx, &origin, std::slice::from_ref(&record)).await?;
+        record_limit_reached(
+            &tx,
+            &license.vendor_id,
+            &license.id,
+            &meter,
+            period,
+            (before, used),
+            now,
+        )
+        .await?;
         audit::record(
             &tx,
             actor,

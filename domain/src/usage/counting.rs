@@ -199,16 +199,26 @@ pub(super) async fn add_to_period(
     Ok(written == 1)
 }
 
+/// A limited meter's period counter after ledger records were added to it.
+pub(super) struct PeriodTotal {
+    pub meter: Meter,
+    pub period: DateTime<Utc>,
+    /// Used before the records.
+    pub before: i64,
+    /// Used after them.
+    pub used: i64,
+}
+
 /// Adds counted ledger records to their periods' counters (one statement per period, however
-/// many records) and returns the periods that are now past limit + overage, with their used
-/// amount: the usage happened, so it is counted, and the caller flags it.
+/// many records) and returns each limited meter's periods it changed: the usage happened, so
+/// it is counted, and the caller flags what passed limit + overage.
 pub(super) async fn add_ledger_to_periods(
     tx: &DatabaseTransaction,
     license_id: &str,
     meters: &[Meter],
     records: &[&NewRecord],
     now: DateTime<Utc>,
-) -> Result<Vec<(Meter, DateTime<Utc>, i64)>> {
+) -> Result<Vec<PeriodTotal>> {
     let mut sums: BTreeMap<(&str, DateTime<Utc>), i64> = BTreeMap::new();
     for r in records {
         let Some(meter) = meters.iter().find(|m| m.code == r.meter) else {
@@ -218,23 +228,24 @@ pub(super) async fn add_ledger_to_periods(
         let period = period_start(meter.reset_period, Ord::min(r.recorded_at, now));
         *sums.entry((meter.code.as_str(), period)).or_default() += r.quantity;
     }
-    let mut over = Vec::new();
+    let mut totals = Vec::new();
     for ((code, period), quantity) in sums {
         add_to_period(tx, license_id, code, period, quantity, Bound::None).await?;
-        let Some(meter) = meters.iter().find(|m| m.code == code) else {
+        let Some(meter) = meters.iter().find(|m| m.code == code && m.limit.is_some()) else {
             continue;
         };
-        if let Some(limit) = meter.limit {
-            let used = meter_total::Entity::find_by_id((license_id.to_owned(), code.to_owned(), period))
-                .one(tx)
-                .await?
-                .map_or(0, |row| row.used);
-            if used > limit + meter.overage_limit {
-                over.push((meter.clone(), period, used));
-            }
-        }
+        let used = meter_total::Entity::find_by_id((license_id.to_owned(), code.to_owned(), period))
+            .one(tx)
+            .await?
+            .map_or(0, |row| row.used);
+        totals.push(PeriodTotal {
+            meter: meter.clone(),
+            period,
+            before: used - quantity,
+            used,
+        });
     }
-    Ok(over)
+    Ok(totals)
 }
 
 /// Adds counted records to the hourly rollup and their series (one statement per hour and

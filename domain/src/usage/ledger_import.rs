@@ -24,7 +24,7 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
 use super::counting::{self, NewRecord, Origin};
-use super::while_dead;
+use super::{record_limit_reached, while_dead};
 use crate::anomalies::{self, NewAnomaly};
 use crate::audit::{self, Change};
 use crate::catalog::{Meter, effective_meters};
@@ -387,11 +387,14 @@ impl Domain {
             .collect();
         receipt.accepted_records = counted.len();
         receipt.duplicate_records = records.len() - counted.len();
-        for (meter, period, used) in
-            counting::add_ledger_to_periods(tx, &device.license_id, &meters, &counted, now).await?
-        {
-            let flagged = anomalies::flag(tx, over_limit_anomaly(device, &meter, period, used), now).await?;
-            receipt.anomalies.push(flagged.anomaly);
+        for total in counting::add_ledger_to_periods(tx, &device.license_id, &meters, &counted, now).await? {
+            let (meter, period, used) = (&total.meter, total.period, total.used);
+            let (vendor_id, license_id) = (&device.vendor_id, &device.license_id);
+            record_limit_reached(tx, vendor_id, license_id, meter, period, (total.before, used), now).await?;
+            if used > meter.limit.unwrap_or_default() + meter.overage_limit {
+                let flagged = anomalies::flag(tx, over_limit_anomaly(device, meter, period, used), now).await?;
+                receipt.anomalies.push(flagged.anomaly);
+            }
         }
         counting::add_to_rollups(tx, &origin, &counted).await?;
         if let Some(flagged) = while_dead::flag(tx, device, at.policy.heartbeat_interval_seconds, &counted, now).await?

@@ -125,6 +125,29 @@ pub(crate) fn find_meter(policy: &policy::Model, license: &license::Model, code:
         .ok_or_else(|| Error::InvalidInput(format!("the license has no meter {code:?}")))
 }
 
+/// Records `usage.limit_reached` when a change took the current period's use of a limited
+/// meter from below its limit (`before`) to at least it (`used`): once per crossing, since the
+/// next change starts at or above the limit. Changes to past periods never cross.
+async fn record_limit_reached(
+    db: &impl ConnectionTrait,
+    vendor_id: &str,
+    license_id: &str,
+    meter: &Meter,
+    period: DateTime<Utc>,
+    (before, used): (i64, i64),
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let Some(limit) = meter.limit else {
+        return Ok(());
+    };
+    if period != period_start(meter.reset_period, now) || before >= limit || used < limit {
+        return Ok(());
+    }
+    let period_end = (meter.reset_period != ResetPeriod::Never).then(|| period_end(meter.reset_period, period));
+    let object = crate::webhooks::objects::meter_at_limit(license_id, &meter.code, used, limit, period_end);
+    crate::webhooks::events::record(db, vendor_id, "usage.limit_reached", object, now).await
+}
+
 /// `(period used, lifetime used)` of one meter of a license, read in `db` (inside the
 /// transaction that just counted, so a retry's answer is exact).
 async fn meter_used(

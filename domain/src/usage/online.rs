@@ -12,7 +12,7 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
 use super::counting::{self, Bound, NewRecord, Origin, replay, stored_record};
-use super::{MeterUsage, find_meter, meter_used, period_start, while_dead};
+use super::{MeterUsage, find_meter, meter_used, period_start, record_limit_reached, while_dead};
 use crate::idempotency;
 use crate::licenses::require_active;
 use crate::newtypes::IdempotencyKey;
@@ -123,6 +123,17 @@ impl Domain {
             return replay(&stored, &request_hash);
         }
         counting::add_to_rollups(&tx, &origin, &[&record]).await?;
+        let before = used - input.quantity;
+        record_limit_reached(
+            &tx,
+            &license.vendor_id,
+            &license.id,
+            &meter,
+            period,
+            (before, used),
+            now,
+        )
+        .await?;
         while_dead::flag(&tx, &device, policy.heartbeat_interval_seconds, &[&record], now).await?;
         tx.commit().await?;
         Ok(answer)
