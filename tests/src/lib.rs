@@ -21,6 +21,7 @@ mod smtp;
 mod stripe_double;
 mod subscriber;
 mod wait;
+mod webhook_receiver;
 mod worker;
 
 pub use billing::{
@@ -42,6 +43,7 @@ pub use stripe_double::{
 };
 pub use subscriber::AlertSubscriber;
 pub use wait::eventually;
+pub use webhook_receiver::WebhookReceiver;
 pub use worker::{WorkerProcess, two_more_runs, worker_on, worker_queue, worker_runs};
 
 /// Runs one async test body against both databases, as two `#[test]`s.

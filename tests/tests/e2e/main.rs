@@ -24,3 +24,4 @@ mod processes;
 mod tenancy;
 mod trusted_documents;
 mod usage;
+mod webhooks;
