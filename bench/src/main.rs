@@ -9,7 +9,8 @@
 //! - B1 and B2: `recordUsage` and a usage report import ([`usage`]);
 //! - C1: the client's offline check of a license file ([`offline_check`]);
 //! - D1 and D3: the heartbeat sweep and the renewal scan ([`sweeps`], which also seeds the
-//!   catalog the D scenarios share), D2: the anomaly scan ([`anomaly_scan`]).
+//!   catalog the D scenarios share), D2: the anomaly scan ([`anomaly_scan`]);
+//! - W1: webhook fan-out by a real worker against plain HTTP POSTs ([`webhooks`]).
 //!
 //! Run `cargo build --release --workspace && target/release/licensing-bench --quick`.
 
@@ -28,6 +29,7 @@ mod offline_check;
 mod postgres;
 mod sweeps;
 mod usage;
+mod webhooks;
 
 #[derive(Parser)]
 #[command(
@@ -50,12 +52,18 @@ struct Cli {
     /// Internal: serve the bare actix-web anchor on this address.
     #[arg(long, hide = true)]
     anchor: Option<String>,
+    /// Internal: W1's plain HTTP client (`PORT:REQUESTS:BODY_FILE`).
+    #[arg(long, hide = true)]
+    post_anchor: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(addr) = &cli.anchor {
         return device_calls::anchor_server(addr);
+    }
+    if let Some(spec) = &cli.post_anchor {
+        return webhooks::post_anchor(spec);
     }
     // The load generator runs on core 1; servers are started on core 0.
     if std::env::var_os("LICENSING_BENCH_PINNED").is_none() {
@@ -101,6 +109,9 @@ fn main() -> anyhow::Result<()> {
         if wants('D') {
             sweeps::run(&bin_dir, cli.quick).await?;
             anomaly_scan::run(&bin_dir, cli.quick).await?;
+        }
+        if wants('W') {
+            webhooks::run(&bin_dir, cli.quick, reps).await?;
         }
         anyhow::Ok(())
     })

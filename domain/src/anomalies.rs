@@ -41,8 +41,9 @@ pub(crate) struct Flagged {
     pub opened: bool,
 }
 
-/// Opens an anomaly, alerts staff and promises an `anomaly.opened` webhook event, or, when one is open for the same kind and series,
-/// moves its `last_seen_at` and refreshes its explanation and evidence.
+/// Opens an anomaly, alerts staff and promises an `anomaly.opened` webhook event, or, when one
+/// is open for the same kind and series, moves its `last_seen_at` and refreshes its
+/// explanation and evidence.
 pub(crate) async fn flag(db: &impl ConnectionTrait, new: NewAnomaly<'_>, now: DateTime<Utc>) -> Result<Flagged> {
     let id = new_id();
     let inserted = anomaly::Entity::insert(anomaly::ActiveModel {

@@ -113,10 +113,11 @@ impl MigrationTrait for Migration {
             false,
         ))
         .await?;
+        // The log's pruning: finished deliveries by when they were last touched.
         m.create_index(index(
             "webhook_deliveries",
-            "ix_webhook_deliveries_created",
-            &["created_at"],
+            "ix_webhook_deliveries_updated",
+            &["updated_at"],
             false,
         ))
         .await?;

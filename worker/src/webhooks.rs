@@ -5,18 +5,21 @@
 //! address (DNS rebinding) is refused at send time too. Prunes the delivery log every ten
 //! minutes.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use domain::Domain;
-use domain::webhooks::deliveries::{Attempt, ClaimedDelivery, MAX_ERROR_BYTES, truncate_error};
+use domain::webhooks::deliveries::{
+    Attempt, ClaimedDelivery, MAX_ERROR_BYTES, PER_ENDPOINT_CONCURRENCY, truncate_error,
+};
 use domain::webhooks::targets::TargetRules;
 use hmac::{Hmac, Mac};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde_json::json;
 use sha2::Sha256;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 /// How long one POST may take, body included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -146,7 +149,44 @@ async fn send(domain: &Domain, client: &reqwest::Client, claimed: &ClaimedDelive
     Attempt::Failed(Some(status), truncate_error(&format!("HTTP {status}: {text}")))
 }
 
-/// The sender loop, until `stop` changes. Deliveries still in flight then are abandoned with
+/// Deliveries this process has in flight, per endpoint: an endpoint at its cap is not looked
+/// at again until one of them finishes (the database count, across workers, still decides).
+#[derive(Clone, Default)]
+struct InFlight(Arc<Mutex<HashMap<String, u64>>>);
+
+impl InFlight {
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The endpoints at [`PER_ENDPOINT_CONCURRENCY`].
+    fn full(&self) -> Vec<String> {
+        self.counts()
+            .iter()
+            .filter(|(_, n)| **n >= PER_ENDPOINT_CONCURRENCY)
+            .map(|(endpoint, _)| endpoint.clone())
+            .collect()
+    }
+
+    fn started(&self, endpoint: &str) {
+        *self.counts().entry(endpoint.to_owned()).or_default() += 1;
+    }
+
+    fn finished(&self, endpoint: &str) {
+        let mut counts = self.counts();
+        if let Some(n) = counts.get_mut(endpoint) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(endpoint);
+            }
+        }
+    }
+}
+
+/// The sender loop, until `stop` changes. It wakes every [`POLL_INTERVAL`] to fan new events
+/// out (at once again while a whole batch came back) and to claim due deliveries, and also
+/// whenever a send finishes, so a free slot is filled at once: a fast endpoint is limited by
+/// its own answers, not by the poll. Deliveries still in flight at the end are abandoned with
 /// their lease: another sender retries them once it lapses.
 pub async fn run(domain: Arc<Domain>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let client = match client(domain.webhook_targets) {
@@ -157,17 +197,30 @@ pub async fn run(domain: Arc<Domain>, mut stop: tokio::sync::watch::Receiver<boo
         }
     };
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let in_flight = InFlight::default();
+    let wake = Arc::new(Notify::new());
     let mut interval = tokio::time::interval(POLL_INTERVAL);
     let mut pruned: Option<Instant> = None;
+    let mut more_events = false;
     loop {
-        tokio::select! {
-            _ = interval.tick() => {}
+        let ticked = tokio::select! {
+            _ = interval.tick() => true,
+            () = wake.notified() => false,
             _ = stop.changed() => return,
+        };
+        if ticked || more_events {
+            more_events = match domain.fan_out_webhook_events().await {
+                Ok(more) => more,
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook fan-out failed");
+                    false
+                }
+            };
+            if more_events {
+                wake.notify_one();
+            }
         }
-        if let Err(e) = domain.fan_out_webhook_events().await {
-            tracing::warn!(error = %e, "webhook fan-out failed");
-        }
-        if pruned.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
+        if ticked && pruned.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
             pruned = Some(Instant::now());
             if let Err(e) = domain.prune_webhook_log().await {
                 tracing::warn!(error = %e, "could not prune the webhook log");
@@ -177,7 +230,7 @@ pub async fn run(domain: Arc<Domain>, mut stop: tokio::sync::watch::Receiver<boo
         if room == 0 {
             continue;
         }
-        let claimed = match domain.claim_webhook_deliveries(room).await {
+        let claimed = match domain.claim_webhook_deliveries(room, &in_flight.full()).await {
             Ok(claimed) => claimed,
             Err(e) => {
                 tracing::warn!(error = %e, "could not claim webhook deliveries");
@@ -189,13 +242,21 @@ pub async fn run(domain: Arc<Domain>, mut stop: tokio::sync::watch::Receiver<boo
             let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
                 break;
             };
-            let (domain, client) = (Arc::clone(&domain), client.clone());
+            in_flight.started(&delivery.endpoint.id);
+            let (domain, client, in_flight, wake) = (
+                Arc::clone(&domain),
+                client.clone(),
+                in_flight.clone(),
+                Arc::clone(&wake),
+            );
             tokio::spawn(async move {
                 let attempt = send(&domain, &client, &delivery).await;
                 if let Err(e) = domain.finish_webhook_delivery(&delivery, attempt).await {
                     tracing::warn!(error = %e, delivery = %delivery.delivery.id, "could not record a webhook attempt (retried after the lease)");
                 }
+                in_flight.finished(&delivery.endpoint.id);
                 drop(permit);
+                wake.notify_one();
             });
         }
     }

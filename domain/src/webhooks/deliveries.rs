@@ -31,7 +31,7 @@ pub const PER_ENDPOINT_CONCURRENCY: u64 = 4;
 /// How long finished deliveries and their events stay in the log.
 pub const LOG_RETENTION_DAYS: i64 = 30;
 /// Events fanned out per call.
-const FAN_OUT_BATCH: u64 = 200;
+const FAN_OUT_BATCH: u64 = 500;
 /// Endpoints with due deliveries looked at per claim.
 const ENDPOINTS_PER_CLAIM: u64 = 200;
 /// Longest error kept.
@@ -85,12 +85,13 @@ fn due(now: DateTime<Utc>) -> Condition {
 
 impl Domain {
     /// Makes one PENDING delivery per enabled endpoint of the event's vendor subscribed to its
-    /// type, and marks the events fanned out; returns how many events it handled. Safe to run
-    /// in several workers at once: a delivery is unique per (event, endpoint).
+    /// type, and marks the events fanned out, a batch of them per call; returns whether it
+    /// handled a whole batch (so more may be waiting). Safe to run in several workers at once:
+    /// a delivery is unique per (event, endpoint).
     ///
     /// # Errors
     /// Database errors.
-    pub async fn fan_out_webhook_events(&self) -> Result<usize> {
+    pub async fn fan_out_webhook_events(&self) -> Result<bool> {
         let now = self.clock.now();
         let tx = begin_write(&self.writer).await?;
         let pending = webhook_event::Entity::find()
@@ -100,7 +101,7 @@ impl Domain {
             .all(&tx)
             .await?;
         if pending.is_empty() {
-            return Ok(0);
+            return Ok(false);
         }
         let mut endpoints: HashMap<String, Vec<webhook_endpoint::Model>> = HashMap::new();
         let mut rows = Vec::new();
@@ -152,22 +153,24 @@ impl Domain {
             .exec(&tx)
             .await?;
         tx.commit().await?;
-        Ok(pending.len())
+        Ok(pending.len() as u64 == FAN_OUT_BATCH)
     }
 
     /// Claims up to `limit` due deliveries of enabled endpoints under a lease, at most
     /// [`PER_ENDPOINT_CONCURRENCY`] in flight per endpoint (counting other workers' claims),
-    /// counting the attempt now (so a send that kills the worker still counts).
+    /// counting the attempt now (so a send that kills the worker still counts). Endpoints in
+    /// `full` (the caller's own at their cap) are not looked at.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn claim_webhook_deliveries(&self, limit: usize) -> Result<Vec<ClaimedDelivery>> {
+    pub async fn claim_webhook_deliveries(&self, limit: usize, full: &[String]) -> Result<Vec<ClaimedDelivery>> {
         let now = self.clock.now();
         let endpoint_ids: Vec<String> = webhook_delivery::Entity::find()
             .select_only()
             .column(webhook_delivery::Column::EndpointId)
             .distinct()
             .filter(due(now))
+            .filter(webhook_delivery::Column::EndpointId.is_not_in(full.iter().map(String::as_str)))
             .limit(ENDPOINTS_PER_CLAIM)
             .into_tuple()
             .all(&self.db)

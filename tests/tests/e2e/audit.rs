@@ -122,6 +122,25 @@ async fn every_mutation(backend: Backend) {
         .unwrap()["id"]
         .clone();
     assert!(alert_id.is_string(), "filling the one seat raised an alert");
+    // A webhook endpoint nobody listens at, and the delivery of an event made after it.
+    let hook_url = format!("http://127.0.0.1:{}/hooks", tests::free_port());
+    let hook = server
+        .ok(
+            &owner,
+            "mutation($u: String!) { createWebhookEndpoint(input: {url: $u, events: [\"license.created\"]}) { endpoint { id } } }",
+            json!({ "u": hook_url }),
+        )
+        .await["createWebhookEndpoint"]["endpoint"]["id"]
+        .clone();
+    tests::license_with_policy(&server, &owner, "maxActivations: 1").await;
+    let delivery = tests::eventually(std::time::Duration::from_secs(60), "a webhook delivery", || async {
+        let log = server
+            .ok(&owner, "{ webhookDeliveries(first: 1) { nodes { id } } }", json!({}))
+            .await;
+        let id = log["webhookDeliveries"]["nodes"][0]["id"].clone();
+        id.is_string().then_some(id)
+    })
+    .await;
 
     let cases = vec![
         Case {
@@ -402,6 +421,42 @@ async fn every_mutation(backend: Backend) {
             action: "alert.acknowledge",
             target_kind: "alert",
             diff: json!({ "before": { "acknowledged_at": null }, "after": { "acknowledged_at": "<set>" } }),
+        },
+        Case {
+            field: "createWebhookEndpoint",
+            query: "mutation { createWebhookEndpoint(input: {url: \"https://erp.example.com/hooks\", events: [\"license.*\"]}) { secret } }",
+            vars: json!({}),
+            who: Who::Owner,
+            action: "webhook_endpoint.create",
+            target_kind: "webhook_endpoint",
+            diff: json!({ "before": {}, "after": { "url": "https://erp.example.com/hooks", "events": ["license.*"], "enabled": true } }),
+        },
+        Case {
+            field: "redeliverWebhook",
+            query: "mutation($id: ID!) { redeliverWebhook(deliveryId: $id) { id } }",
+            vars: json!({ "id": delivery }),
+            who: Who::Owner,
+            action: "webhook.redeliver",
+            target_kind: "webhook_delivery",
+            diff: json!({ "before": {}, "after": { "endpoint_id": hook, "event_id": "<set>" } }),
+        },
+        Case {
+            field: "updateWebhookEndpoint",
+            query: "mutation($id: ID!) { updateWebhookEndpoint(id: $id, enabled: false) { id } }",
+            vars: json!({ "id": hook }),
+            who: Who::Owner,
+            action: "webhook_endpoint.update",
+            target_kind: "webhook_endpoint",
+            diff: json!({ "before": { "enabled": true }, "after": { "enabled": false } }),
+        },
+        Case {
+            field: "deleteWebhookEndpoint",
+            query: "mutation($id: ID!) { deleteWebhookEndpoint(id: $id) { id } }",
+            vars: json!({ "id": hook }),
+            who: Who::Owner,
+            action: "webhook_endpoint.delete",
+            target_kind: "webhook_endpoint",
+            diff: json!({ "before": { "url": hook_url, "enabled": false }, "after": {} }),
         },
     ];
 

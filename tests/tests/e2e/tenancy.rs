@@ -37,6 +37,8 @@ const SNAPSHOT: &str = r#"{
   anomalies(first: 10) { totalCount nodes { id status lastSeenAt note } }
   licenses2: licenses(first: 10) { nodes { usage { meter used lifetimeUsed } } }
   auditEvents(first: 1) { totalCount }
+  webhookEndpoints { id url events enabled description }
+  webhookDeliveries(first: 10) { totalCount nodes { id eventId endpointId } }
 }"#;
 
 async fn isolation(backend: Backend) {
@@ -124,6 +126,34 @@ async fn isolation(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
+    // A's webhook endpoint (nobody listens there) and the delivery of A's next event.
+    let a_hook_url = format!("http://127.0.0.1:{}/a-hooks", tests::free_port());
+    let a_hook = server
+        .ok(
+            &a,
+            "mutation($u: String!) { createWebhookEndpoint(input: {url: $u, events: [\"license.created\"]}) { endpoint { id } } }",
+            json!({ "u": a_hook_url }),
+        )
+        .await["createWebhookEndpoint"]["endpoint"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tests::license_with_policy(&server, &a, "maxActivations: 1").await;
+    let (a_delivery, a_event) =
+        tests::eventually(std::time::Duration::from_secs(60), "A's webhook delivery", || async {
+            let log = server
+                .ok(
+                    &a,
+                    "{ webhookDeliveries(first: 1) { nodes { id eventId } } }",
+                    json!({}),
+                )
+                .await;
+            let node = log["webhookDeliveries"]["nodes"][0].clone();
+            node["id"]
+                .as_str()
+                .map(|id| (id.to_owned(), node["eventId"].as_str().unwrap().to_owned()))
+        })
+        .await;
     let (_, b) = server.create_vendor("Vendor B", "vendor-b", "owner@b.test");
     // B has a catalog of its own, so mutations that need one of B's ids can be tried with A's.
     let b_seed = seed(&server, &b).await;
@@ -143,6 +173,10 @@ async fn isolation(backend: Backend) {
             a_alert.clone(),
             a_anomaly.clone(),
             full_key.clone(),
+            a_hook.clone(),
+            a_hook_url.clone(),
+            a_delivery.clone(),
+            a_event.clone(),
         ];
         v.extend(
             before["signingKeys"]
@@ -441,6 +475,48 @@ async fn isolation(backend: Backend) {
             "acknowledgeAlert",
             "mutation($id: ID!) { acknowledgeAlert(id: $id) { id } }",
             json!({ "id": a_alert }),
+            Expect::NotFound,
+        ),
+        (
+            "webhookEndpoints",
+            "{ webhookEndpoints { id url } }",
+            json!({}),
+            Expect::OwnDataOnly,
+        ),
+        (
+            "webhookDeliveries",
+            "query($e: ID) { webhookDeliveries(endpointId: $e) { totalCount nodes { id eventId } } }",
+            json!({ "e": a_hook }),
+            Expect::OwnDataOnly,
+        ),
+        (
+            "webhookDeliveries/all",
+            "{ webhookDeliveries { totalCount nodes { id eventId } } }",
+            json!({}),
+            Expect::OwnDataOnly,
+        ),
+        (
+            "createWebhookEndpoint",
+            "mutation { createWebhookEndpoint(input: {url: \"http://127.0.0.1:9/b-hooks\", events: [\"*\"]}) { endpoint { id } } }",
+            json!({}),
+            Expect::OwnDataOnly,
+        ),
+        (
+            "updateWebhookEndpoint",
+            "mutation($id: ID!) { updateWebhookEndpoint(id: $id, enabled: false, url: \"http://127.0.0.1:9/stolen\") { id } }",
+            json!({ "id": a_hook }),
+            Expect::NotFound,
+        ),
+        (
+            "deleteWebhookEndpoint",
+            "mutation($id: ID!) { deleteWebhookEndpoint(id: $id) { id } }",
+            json!({ "id": a_hook }),
+            Expect::NotFound,
+        ),
+        (
+            "redeliverWebhook",
+            "mutation($id: ID!) { redeliverWebhook(deliveryId: $id) { id } }",
+            json!({ "id": a_delivery }),
             Expect::NotFound,
         ),
         (

@@ -379,10 +379,111 @@ async fn deliveries_reach_their_subscribers(backend: Backend) {
         2,
         "{endpoints}"
     );
+
+    // Disabled: no delivery for what happens meanwhile. Deleted: its log stays readable,
+    // redelivery is refused.
+    let disable = "mutation($id: ID!) { updateWebhookEndpoint(id: $id, enabled: false) { enabled } }";
+    let disabled = server.ok(&token, disable, json!({ "id": licenses_only })).await;
+    assert_eq!(disabled["updateWebhookEndpoint"]["enabled"], false);
+    let (_, policy) = product_and_policy(&server, &token, "maxActivations: 1").await;
+    let meanwhile = server.ok(&token, ISSUE, json!({ "p": policy })).await["issueLicense"]["id"].clone();
+    let meanwhile_event = eventually(WAIT, "the license issued meanwhile at hook all", || async {
+        receiver.received("all").await.into_iter().find_map(|e| {
+            let body: Value = serde_json::from_str(e["body"].as_str()?).ok()?;
+            (body["data"]["object"]["id"] == meanwhile).then(|| e["event_id"].clone())
+        })
+    })
+    .await;
+    let while_disabled = deliveries(&server, &token, &licenses_only).await;
+    assert!(
+        while_disabled.iter().all(|d| d["eventId"] != meanwhile_event),
+        "{while_disabled:?}"
+    );
+    let delete = "mutation($id: ID!) { deleteWebhookEndpoint(id: $id) { id } }";
+    server.ok(&token, delete, json!({ "id": licenses_only })).await;
+    let kept = deliveries(&server, &token, &licenses_only).await;
+    assert_eq!(kept.len(), while_disabled.len(), "the log stays: {kept:?}");
+    let refused = server
+        .gql(Some(&token), redeliver, json!({ "id": kept[0]["id"] }))
+        .await;
+    assert_eq!(error_code(&refused), Some("NOT_FOUND"), "{refused}");
+    let endpoints = server.ok(&token, "{ webhookEndpoints { id } }", json!({})).await;
+    assert_eq!(endpoints["webhookEndpoints"], json!([{ "id": all }]));
 }
 on_both_databases!(
     deliveries_reach_their_subscribers_test,
     deliveries_reach_their_subscribers
+);
+
+/// Each change to a license or a device is one event of the type that names it, in the order
+/// the changes happened.
+async fn every_license_and_device_change_is_an_event(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let token = server.owner_token.clone();
+    let receiver = WebhookReceiver::start();
+    hook(
+        &server,
+        &token,
+        &receiver,
+        "changes",
+        &["license.*", "device.*"],
+        json!({}),
+    )
+    .await;
+    let (_, license, key) = license_with_policy(&server, &token, "maxActivations: 3").await;
+    let first = activate(&server, &key, "fp-one", components("one")).await;
+    let second = activate(&server, &key, "fp-two", components("two")).await;
+    let first_token = first["data"]["activateDevice"]["deviceToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second_id = second["data"]["activateDevice"]["device"]["id"].clone();
+    server
+        .ok(&first_token, "mutation { deactivateDevice { id } }", json!({}))
+        .await;
+    let release = "mutation($id: ID!) { releaseDevice(id: $id) { id } }";
+    server.ok(&token, release, json!({ "id": second_id })).await;
+    let update = "mutation($id: ID!) { updateLicense(input: {id: $id, maxActivations: 5}) { id } }";
+    server.ok(&token, update, json!({ "id": license })).await;
+    for change in [
+        "mutation($id: ID!) { suspendLicense(id: $id) { id } }",
+        "mutation($id: ID!) { reinstateLicense(id: $id) { id } }",
+        "mutation($id: ID!) { revokeLicense(id: $id, reason: \"refund\") { id } }",
+    ] {
+        server.ok(&token, change, json!({ "id": license })).await;
+    }
+    let expected = [
+        "license.created",
+        "device.activated",
+        "device.activated",
+        "device.deactivated",
+        "device.released",
+        "license.updated",
+        "license.suspended",
+        "license.reinstated",
+        "license.revoked",
+    ];
+    let received = arrivals(&receiver, "changes", expected.len()).await;
+    let slug = vendor_slug(&server, &token).await;
+    let mut bodies: Vec<Value> = received.iter().map(|e| body_of(e, &slug)).collect();
+    bodies.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    let types: Vec<&str> = bodies.iter().map(|b| b["type"].as_str().unwrap()).collect();
+    assert_eq!(types, expected, "{bodies:?}");
+    let object = |n: usize| &bodies[n]["data"]["object"];
+    assert_eq!(object(3)["id"], first["data"]["activateDevice"]["device"]["id"]);
+    assert_eq!(
+        (&object(4)["id"], &object(4)["status"]),
+        (&second_id, &json!("RELEASED"))
+    );
+    assert_eq!(object(5)["maxActivations"], 5);
+    assert_eq!(
+        (&object(8)["status"], &object(8)["statusReason"]),
+        (&json!("REVOKED"), &json!("refund"))
+    );
+}
+on_both_databases!(
+    every_license_and_device_change_is_an_event_test,
+    every_license_and_device_change_is_an_event
 );
 
 /// A receiver that fails its first three attempts gets the event on the fourth, with the same
