@@ -106,10 +106,18 @@ impl MigrationTrait for Migration {
             false,
         ))
         .await?;
+        // An endpoint's in-flight count (leased), and its next due deliveries in order.
         m.create_index(index(
             "webhook_deliveries",
             "ix_webhook_deliveries_endpoint_status",
             &["endpoint_id", "status", "leased_until"],
+            false,
+        ))
+        .await?;
+        m.create_index(index(
+            "webhook_deliveries",
+            "ix_webhook_deliveries_endpoint_due",
+            &["endpoint_id", "status", "next_attempt_at", "id"],
             false,
         ))
         .await?;
