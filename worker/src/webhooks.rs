@@ -1,7 +1,7 @@
 //! Webhook sender: fans events out, claims due deliveries (at most [`MAX_IN_FLIGHT`] at once,
 //! four per endpoint) and POSTs each in its own task with the `Licensing-Signature` header, a
 //! 10 s timeout and no redirects; the outcome goes back to the delivery row. Every connection
-//! goes through [`CheckedResolver`], so a production host that later resolves to a private
+//! goes through `CheckedResolver`, so a production host that later resolves to a private
 //! address (DNS rebinding) is refused at send time too. Prunes the delivery log every ten
 //! minutes.
 
@@ -183,11 +183,11 @@ impl InFlight {
     }
 }
 
-/// The sender loop, until `stop` changes. It wakes every [`POLL_INTERVAL`] to fan new events
-/// out (at once again while a whole batch came back) and to claim due deliveries, and also
-/// whenever a send finishes, so a free slot is filled at once: a fast endpoint is limited by
-/// its own answers, not by the poll. Deliveries still in flight at the end are abandoned with
-/// their lease: another sender retries them once it lapses.
+/// The sender loop, until `stop` changes. It wakes every `POLL_INTERVAL` (500 ms) to fan new
+/// events out (at once again while a whole batch came back) and to claim due deliveries, and
+/// also whenever a send finishes, so a free slot is filled at once: a fast endpoint is limited
+/// by its own answers, not by the poll. Deliveries still in flight at the end are abandoned
+/// with their lease: another sender retries them once it lapses.
 pub async fn run(domain: Arc<Domain>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let client = match client(domain.webhook_targets) {
         Ok(client) => client,
