@@ -149,35 +149,63 @@ async fn send(domain: &Domain, client: &reqwest::Client, claimed: &ClaimedDelive
     Attempt::Failed(Some(status), truncate_error(&format!("HTTP {status}: {text}")))
 }
 
-/// Deliveries this process has in flight, per endpoint: an endpoint at its cap is not looked
-/// at again until one of them finishes (the database count, across workers, still decides).
+/// What this process has in flight per endpoint, and when it last served each: an endpoint at
+/// its cap is not looked at until one of its sends finishes, and of the others the emptiest,
+/// then the longest unserved, go first, so the slots one busy endpoint frees do not starve the
+/// others (the database count, across workers, still decides the cap).
 #[derive(Clone, Default)]
-struct InFlight(Arc<Mutex<HashMap<String, u64>>>);
+struct InFlight(Arc<Mutex<Lanes>>);
+
+#[derive(Default)]
+struct Lanes {
+    /// Sends in flight, per endpoint.
+    sending: HashMap<String, u64>,
+    /// The claim number at which each endpoint was last served.
+    served: HashMap<String, u64>,
+    /// Claims so far.
+    claims: u64,
+}
 
 impl InFlight {
-    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+    fn lanes(&self) -> std::sync::MutexGuard<'_, Lanes> {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The endpoints at [`PER_ENDPOINT_CONCURRENCY`].
     fn full(&self) -> Vec<String> {
-        self.counts()
+        self.lanes()
+            .sending
             .iter()
             .filter(|(_, n)| **n >= PER_ENDPOINT_CONCURRENCY)
             .map(|(endpoint, _)| endpoint.clone())
             .collect()
     }
 
+    /// Puts `endpoints` in the order to serve them.
+    fn order(&self, endpoints: &mut [String]) {
+        let lanes = self.lanes();
+        endpoints.sort_by_key(|endpoint| {
+            (
+                lanes.sending.get(endpoint).copied().unwrap_or(0),
+                lanes.served.get(endpoint).copied().unwrap_or(0),
+            )
+        });
+    }
+
     fn started(&self, endpoint: &str) {
-        *self.counts().entry(endpoint.to_owned()).or_default() += 1;
+        let mut lanes = self.lanes();
+        lanes.claims += 1;
+        let claim = lanes.claims;
+        lanes.served.insert(endpoint.to_owned(), claim);
+        *lanes.sending.entry(endpoint.to_owned()).or_default() += 1;
     }
 
     fn finished(&self, endpoint: &str) {
-        let mut counts = self.counts();
-        if let Some(n) = counts.get_mut(endpoint) {
+        let mut lanes = self.lanes();
+        if let Some(n) = lanes.sending.get_mut(endpoint) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                counts.remove(endpoint);
+                lanes.sending.remove(endpoint);
             }
         }
     }
@@ -226,38 +254,51 @@ pub async fn run(domain: Arc<Domain>, mut stop: tokio::sync::watch::Receiver<boo
                 tracing::warn!(error = %e, "could not prune the webhook log");
             }
         }
-        let room = permits.available_permits();
-        if room == 0 {
+        if permits.available_permits() == 0 {
             continue;
         }
-        let claimed = match domain.claim_webhook_deliveries(room, &in_flight.full()).await {
-            Ok(claimed) => claimed,
+        let mut endpoints = match domain.endpoints_with_due_webhooks(&in_flight.full()).await {
+            Ok(endpoints) => endpoints,
             Err(e) => {
-                tracing::warn!(error = %e, "could not claim webhook deliveries");
+                tracing::warn!(error = %e, "could not look for due webhook deliveries");
                 continue;
             }
         };
-        for delivery in claimed {
-            // Only this loop takes permits, and it claimed no more than were free.
-            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+        in_flight.order(&mut endpoints);
+        for endpoint in endpoints {
+            let room = u64::try_from(permits.available_permits()).unwrap_or(0);
+            if room == 0 {
                 break;
-            };
-            in_flight.started(&delivery.endpoint.id);
-            let (domain, client, in_flight, wake) = (
-                Arc::clone(&domain),
-                client.clone(),
-                in_flight.clone(),
-                Arc::clone(&wake),
-            );
-            tokio::spawn(async move {
-                let attempt = send(&domain, &client, &delivery).await;
-                if let Err(e) = domain.finish_webhook_delivery(&delivery, attempt).await {
-                    tracing::warn!(error = %e, delivery = %delivery.delivery.id, "could not record a webhook attempt (retried after the lease)");
+            }
+            let claimed = match domain.claim_webhook_deliveries(&endpoint, room).await {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not claim webhook deliveries");
+                    break;
                 }
-                in_flight.finished(&delivery.endpoint.id);
-                drop(permit);
-                wake.notify_one();
-            });
+            };
+            for delivery in claimed {
+                // Only this loop takes permits, and it claimed no more than were free.
+                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                    break;
+                };
+                in_flight.started(&delivery.endpoint.id);
+                let (domain, client, in_flight, wake) = (
+                    Arc::clone(&domain),
+                    client.clone(),
+                    in_flight.clone(),
+                    Arc::clone(&wake),
+                );
+                tokio::spawn(async move {
+                    let attempt = send(&domain, &client, &delivery).await;
+                    if let Err(e) = domain.finish_webhook_delivery(&delivery, attempt).await {
+                        tracing::warn!(error = %e, delivery = %delivery.delivery.id, "could not record a webhook attempt (retried after the lease)");
+                    }
+                    in_flight.finished(&delivery.endpoint.id);
+                    drop(permit);
+                    wake.notify_one();
+                });
+            }
         }
     }
 }

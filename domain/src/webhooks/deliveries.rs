@@ -156,16 +156,13 @@ impl Domain {
         Ok(pending.len() as u64 == FAN_OUT_BATCH)
     }
 
-    /// Claims up to `limit` due deliveries of enabled endpoints under a lease, at most
-    /// [`PER_ENDPOINT_CONCURRENCY`] in flight per endpoint (counting other workers' claims),
-    /// counting the attempt now (so a send that kills the worker still counts). Endpoints in
-    /// `full` (the caller's own at their cap) are not looked at.
+    /// Enabled endpoints with a delivery due, except those in `skip` (the caller's own at
+    /// their cap), at most 200: an index seek each, whatever the backlog.
+    /// The caller decides which to serve first.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn claim_webhook_deliveries(&self, limit: usize, full: &[String]) -> Result<Vec<ClaimedDelivery>> {
-        let now = self.clock.now();
-        // Endpoints with something due: an index seek each, whatever the backlog.
+    pub async fn endpoints_with_due_webhooks(&self, skip: &[String]) -> Result<Vec<String>> {
         let has_due = Query::select()
             .expr(Expr::val(1))
             .from(webhook_delivery::Entity)
@@ -173,37 +170,29 @@ impl Domain {
                 Expr::col((webhook_delivery::Entity, webhook_delivery::Column::EndpointId))
                     .equals((webhook_endpoint::Entity, webhook_endpoint::Column::Id)),
             )
-            .cond_where(due(now))
+            .cond_where(due(self.clock.now()))
             .to_owned();
-        let endpoint_ids: Vec<String> = webhook_endpoint::Entity::find()
+        Ok(webhook_endpoint::Entity::find()
             .select_only()
             .column(webhook_endpoint::Column::Id)
             .filter(webhook_endpoint::Column::Enabled.eq(true))
-            .filter(webhook_endpoint::Column::Id.is_not_in(full.iter().map(String::as_str)))
+            .filter(webhook_endpoint::Column::Id.is_not_in(skip.iter().map(String::as_str)))
             .filter(Expr::exists(has_due))
             .limit(ENDPOINTS_PER_CLAIM)
             .into_tuple()
             .all(&self.db)
-            .await?;
-        let mut claimed = Vec::new();
-        for endpoint_id in endpoint_ids {
-            let room = u64::try_from(limit.saturating_sub(claimed.len())).unwrap_or(0);
-            if room == 0 {
-                break;
-            }
-            claimed.extend(self.claim_for_endpoint(&endpoint_id, room, now).await?);
-        }
-        Ok(claimed)
+            .await?)
     }
 
-    /// Claims due deliveries of one endpoint while holding its row's lock, so the in-flight
-    /// count and the claims are one decision even with several workers.
-    async fn claim_for_endpoint(
-        &self,
-        endpoint_id: &str,
-        room: u64,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedDelivery>> {
+    /// Claims up to `room` due deliveries of one enabled endpoint under a lease, oldest first,
+    /// keeping it at most [`PER_ENDPOINT_CONCURRENCY`] in flight across every worker (counted
+    /// while holding a lock on its row, so the count and the claims are one decision), and
+    /// counting the attempt now (so a send that kills the worker still counts).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn claim_webhook_deliveries(&self, endpoint_id: &str, room: u64) -> Result<Vec<ClaimedDelivery>> {
+        let now = self.clock.now();
         let tx = begin_write(&self.writer).await?;
         let Some(endpoint) = webhook_endpoint::Entity::find_by_id(endpoint_id)
             .lock_exclusive()
