@@ -70,7 +70,7 @@ impl WebhookReceiver {
     }
 
     /// Every delivery hook `name` received, oldest first: `{"event_id", "event_type",
-    /// "signature", "verified", "body", "arrived", "answered"}`.
+    /// "signature", "verified", "body", "arrived", "answered", "finished"}`.
     pub async fn received(&self, name: &str) -> Vec<Value> {
         let url = format!("http://127.0.0.1:{}/_log/{name}", self.port);
         self.http.get(url).send().await.unwrap().json().await.unwrap()
