@@ -63,10 +63,7 @@ pub async fn authenticate(domain: &Domain, bearer: &str, request_id: Option<Stri
         return domain.authenticate_api_token(bearer, request_id).await;
     }
     if bearer.starts_with(DEVICE_TOKEN_PREFIX) {
-        return domain
-            .device_tokens
-            .authenticate(&domain.db, &domain.secrets, bearer, request_id)
-            .await;
+        return domain.authenticate_device_token(bearer, request_id).await;
     }
     let invalid = |why: &str| domain::Error::Unauthenticated(format!("the session token is invalid: {why}"));
     let header = jsonwebtoken::decode_header(bearer).map_err(|_| invalid("malformed"))?;

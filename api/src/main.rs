@@ -81,6 +81,9 @@ async fn serve(config: Config, domain: Domain) -> anyhow::Result<()> {
         None
     };
     let workers = worker_config.as_ref().map(|_| worker::WorkerHealth::default());
+    if let Some(url) = &config.redis_url {
+        worker::read_model_feed::start(domain.clone(), url.clone());
+    }
     let state = AppState {
         schemas: api::graphql::Schemas::new(
             &domain,

@@ -64,8 +64,10 @@ pub struct Domain {
     pub secrets: MasterSecret,
     /// Where "now" comes from.
     pub clock: Clock,
-    /// Current device token generations, so device tokens verify without a database read.
-    pub device_tokens: Arc<device_tokens::DeviceTokens>,
+    /// The licenses validation and heartbeats read, in memory ([`devices::ReadModel`]).
+    pub read_model: Arc<devices::ReadModel>,
+    /// Heartbeats waiting to be written together.
+    pub(crate) heartbeat_writes: Arc<devices::heartbeat_writes::HeartbeatWrites>,
     /// The process's small caches of rows that rarely change.
     pub(crate) caches: Arc<Caches>,
     /// API token last-use times not written yet ([`Domain::flush_token_usage`]).
@@ -78,18 +80,19 @@ impl Domain {
     /// Builds the handle from its parts.
     #[must_use]
     pub fn new(pools: db::Pools, secrets: MasterSecret, clock: Clock) -> Self {
+        let backend = pools.write.get_database_backend();
         Self {
             db: pools.read,
             writer: pools.write,
             secrets,
             clock,
-            device_tokens: Arc::default(),
+            read_model: Arc::new(devices::ReadModel::new(backend)),
+            heartbeat_writes: Arc::default(),
             caches: Arc::new(Caches {
                 signing_keys: Cache::builder()
                     .max_capacity(10_000)
                     .time_to_live(vendors::SIGNING_KEY_FRESH_FOR)
                     .build(),
-                heartbeat_intervals: Cache::new(100_000),
             }),
             token_usage: Arc::default(),
             webhook_targets: webhooks::targets::TargetRules::default(),
@@ -103,9 +106,6 @@ pub(crate) struct Caches {
     /// Decrypted active signing keys (key id, key) by vendor id, kept for
     /// [`vendors::SIGNING_KEY_FRESH_FOR`].
     pub(crate) signing_keys: Cache<String, (String, ed25519_dalek::SigningKey)>,
-    /// Heartbeat intervals by license id (never stale: a license never changes policy and a
-    /// policy never changes).
-    pub(crate) heartbeat_intervals: Cache<String, Option<i64>>,
 }
 
 /// A new time-ordered id (UUIDv7 text), used as the primary key of every row.

@@ -134,6 +134,9 @@ impl Domain {
                 .collect();
             webhooks::events::record_all(&tx, events, now).await?;
             tx.commit().await?;
+            for license in &licenses {
+                self.read_model.forget(&license.id);
+            }
             if !full_chunk {
                 break;
             }

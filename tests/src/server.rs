@@ -155,6 +155,31 @@ impl TestServer {
     async fn launch(backend: Backend, env: &[(&str, &str)], up: &str) -> Self {
         let data_dir = tempfile::tempdir().expect("tempdir");
         let database_url = fresh_database(backend, data_dir.path()).await;
+        let mut server = Self::launch_on(backend, data_dir, database_url, env, up).await;
+        server.owner_token = std::fs::read_to_string(server.data_dir.path().join("owner-token"))
+            .expect("owner-token written on first start")
+            .trim()
+            .to_owned();
+        server
+    }
+
+    /// Starts another `licensing-api` process on this server's database, with its own port,
+    /// data directory and clock, as a second process behind a load balancer would run;
+    /// `env` is its whole extra environment (say `WORKERS=off`).
+    pub async fn another_process(&self, env: &[(&str, &str)]) -> Self {
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let mut server = Self::launch_on(self.backend, data_dir, self.database_url.clone(), env, "/readyz").await;
+        server.owner_token.clone_from(&self.owner_token);
+        server
+    }
+
+    async fn launch_on(
+        backend: Backend,
+        data_dir: tempfile::TempDir,
+        database_url: String,
+        env: &[(&str, &str)],
+        up: &str,
+    ) -> Self {
         let port = free_port();
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let child = spawn_api(data_dir.path(), &database_url, port, &env);
@@ -175,10 +200,6 @@ impl TestServer {
             env,
         };
         server.wait_until_up(up).await;
-        server.owner_token = std::fs::read_to_string(server.data_dir.path().join("owner-token"))
-            .expect("owner-token written on first start")
-            .trim()
-            .to_owned();
         server
     }
 

@@ -250,6 +250,10 @@ def license_actions(page, token):
     before = instant(read()["expiresAt"])
     expires = page.locator(".facts > div", has=page.locator("dt", has_text="Expires")).locator("dd")
     expect(expires).to_have_text(shown(before))
+    # The reinstatement's reload must be over: a click on a button being re-rendered is lost,
+    # and renewing is not safe to repeat.
+    page.wait_for_load_state("networkidle")
+    expect(action("Renew")).to_be_enabled()
     action("Renew").click()
     renewed = until("the renewal in the API", read, lambda l: instant(l["expiresAt"]) != before)
     after = instant(renewed["expiresAt"])

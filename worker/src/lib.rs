@@ -13,6 +13,9 @@
 //! ([`alert_feed`]). Each run of a periodic task and of the relay is counted in `worker_ticks`
 //! ([`domain::worker_ticks`]).
 //!
+//! With Redis, [`read_model_feed`] keeps each process's in-memory license views in step with
+//! the changes the others make (started by `licensing-api` and `licensing-worker` alike).
+//!
 //! [`run`] is what `licensing-worker` runs, and what `licensing-api` runs in-process with
 //! `WORKERS=embedded`.
 
@@ -21,6 +24,7 @@ mod config;
 mod jobs;
 pub mod mail;
 mod monitor;
+pub mod read_model_feed;
 mod scheduler;
 pub mod stripe;
 pub mod supervise;

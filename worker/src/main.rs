@@ -32,6 +32,9 @@ async fn main() -> anyhow::Result<()> {
     let settings = domain::settings::Settings::from_env()?;
     let config = worker::WorkerConfig::from_env(&settings)?;
     let domain = settings.open_domain().await?;
+    if let Some(url) = &config.redis_url {
+        worker::read_model_feed::start(domain.clone(), url.clone());
+    }
     tracing::info!(
         queue = if config.redis_url.is_some() { "redis" } else { "sqlite" },
         mail = if config.smtp_url.is_some() { "smtp" } else { "files" },

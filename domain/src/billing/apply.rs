@@ -207,6 +207,11 @@ impl Domain {
             }
         }
         tx.commit().await?;
+        for ids in followers.values() {
+            for id in ids {
+                self.read_model.forget(id);
+            }
+        }
         Ok(applied)
     }
 

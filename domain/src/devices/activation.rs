@@ -147,7 +147,9 @@ impl Domain {
         let before = existing.as_ref().map_or(json!({}), device_json);
         let needs_seat = existing.as_ref().is_none_or(|d| !d.holds_seat);
         if needs_seat && !take_seat(&tx, license, policy, now).await? {
+            // Dead seats may have been reclaimed meanwhile.
             tx.commit().await?;
+            self.read_model.forget(&license.id);
             return Err(seats_taken(license));
         }
         // A new seat, or a dead device that kept its seat coming back, is a move into ACTIVE.
@@ -189,7 +191,7 @@ impl Domain {
             audit::record(&tx, arrival.actor, now, change).await?;
         }
         tx.commit().await?;
-        self.device_tokens.remember(&device);
+        self.read_model.forget(&license.id);
         Ok((device, license_file))
     }
 

@@ -5,7 +5,6 @@
 use chrono::{DateTime, Duration, Utc};
 use entity::enums::{DeviceStatus, LicenseStatus};
 use entity::{device, license, policy};
-use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter};
 
 use super::seats::{SEAT_LOST, apply_dead_rule};
@@ -16,21 +15,6 @@ use crate::licenses::{require_active, with_policy};
 use crate::{Actor, Domain, Error, Result};
 
 impl Domain {
-    /// The heartbeat interval of a license's policy, cached: a license never changes policy
-    /// and a policy never changes, so an entry never goes stale.
-    async fn heartbeat_interval(&self, license_id: &str) -> Result<Option<i64>> {
-        if let Some(interval) = self.caches.heartbeat_intervals.get(license_id) {
-            return Ok(interval);
-        }
-        let (_, policy) = with_policy(&self.db, license::Entity::find_by_id(license_id), false)
-            .await?
-            .ok_or(Error::NotFound("license"))?;
-        self.caches
-            .heartbeat_intervals
-            .insert(license_id.to_owned(), policy.heartbeat_interval_seconds);
-        Ok(policy.heartbeat_interval_seconds)
-    }
-
     /// Loads the calling device, its license and policy inside `tx`, the license row locked.
     async fn caller_device(
         &self,
@@ -64,6 +48,7 @@ impl Domain {
             Some(device) => Ok((tx, device, license, policy)),
             None => {
                 tx.commit().await?;
+                self.read_model.forget(&license.id);
                 Err(Error::DeviceDead(SEAT_LOST.into()))
             }
         }
@@ -80,34 +65,26 @@ impl Domain {
     pub async fn heartbeat(&self, actor: &Actor) -> Result<HeartbeatOutcome> {
         let (device_id, license_id) = actor.device()?;
         let now = self.clock.now();
-        let license = license::Entity::find_by_id(license_id)
-            .filter(license::Column::VendorId.eq(&actor.vendor_id))
-            .one(&self.db)
+        let view = self
+            .read_model
+            .license(&self.db, &self.writer, license_id)
             .await?
+            .filter(|view| view.license.vendor_id == actor.vendor_id)
             .ok_or(Error::NotFound("license"))?;
-        require_not_stopped(&license)?;
-        // The common case in one write: a seated, active device within its deadline.
-        let interval = self.heartbeat_interval(license_id).await?;
-        let (due, deadline) = heartbeat_times(interval, now);
-        let updated = device::Entity::update_many()
-            .col_expr(device::Column::LastSeenAt, Expr::value(Some(now)))
-            .col_expr(device::Column::HeartbeatDeadlineAt, Expr::value(deadline))
-            .col_expr(device::Column::UpdatedAt, Expr::value(now))
-            .filter(device::Column::Id.eq(device_id))
-            .filter(device::Column::VendorId.eq(&actor.vendor_id))
-            .filter(device::Column::Status.eq(DeviceStatus::Active))
-            .filter(device::Column::HoldsSeat.eq(true))
-            .filter(
-                sea_orm::Condition::any()
-                    .add(device::Column::HeartbeatDeadlineAt.is_null())
-                    .add(device::Column::HeartbeatDeadlineAt.gte(now)),
-            )
-            .exec_with_returning(&self.writer)
+        require_not_stopped(&view.license)?;
+        // The common case, written with whatever other heartbeats arrive meanwhile: a seated,
+        // active device within its deadline.
+        let (due, deadline) = heartbeat_times(view.policy.heartbeat_interval_seconds, now);
+        let epoch = self.read_model.epoch(license_id);
+        let written = self
+            .heartbeat_writes
+            .write(&self.writer, device_id, &actor.vendor_id, now, deadline)
             .await?;
-        if let Some(device) = updated.into_iter().next() {
+        if let Some(device) = written {
+            self.read_model.remember_device(epoch, &device).await;
             return Ok(HeartbeatOutcome {
-                update_available: device.license_version < license.version,
-                license_version: license.version,
+                update_available: device.license_version < view.license.version,
+                license_version: view.license.version,
                 next_heartbeat_due_at: due,
                 device,
             });
@@ -138,6 +115,7 @@ impl Domain {
             device_history::record_status(&tx, &device, DeviceStatus::Active, now).await?;
         }
         tx.commit().await?;
+        self.read_model.forget(&license.id);
         Ok(HeartbeatOutcome {
             update_available: device.license_version < license.version,
             license_version: license.version,
@@ -159,6 +137,7 @@ impl Domain {
         let device = model.update(&tx).await?;
         let file = self.sign_license_file(&tx, &license, &policy, &device, now).await?;
         tx.commit().await?;
+        self.read_model.forget(&license.id);
         Ok(file)
     }
 
@@ -199,6 +178,7 @@ impl Domain {
         let device = save_device(&tx, actor, now, "device.check_out", before, model).await?;
         let file = self.sign_license_file(&tx, &license, &policy, &device, now).await?;
         tx.commit().await?;
+        self.read_model.forget(&license.id);
         Ok(file)
     }
 
@@ -208,7 +188,7 @@ impl Domain {
     /// [`Error::InvalidInput`] when the device is not checked out.
     pub async fn check_in_device(&self, actor: &Actor) -> Result<device::Model> {
         let now = self.clock.now();
-        let (tx, device, _license, policy) = self.live_caller_device(actor, now).await?;
+        let (tx, device, license, policy) = self.live_caller_device(actor, now).await?;
         if device.status != DeviceStatus::CheckedOut {
             return Err(Error::InvalidInput("the device is not checked out".into()));
         }
@@ -222,6 +202,7 @@ impl Domain {
         model.updated_at = Set(now);
         let device = save_device(&tx, actor, now, "device.check_in", before, model).await?;
         tx.commit().await?;
+        self.read_model.forget(&license.id);
         Ok(device)
     }
 

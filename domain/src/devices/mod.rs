@@ -10,7 +10,9 @@
 //! - `seats.rs` holds the seat cap and the dead rule every path above shares;
 //! - `reactivation.rs` holds what re-activating a live fingerprint does (token revoked, the
 //!   DEVICE_REACTIVATION anomaly, the key proof a policy may require);
-//! - `prune.rs` holds the cap on the released device rows a license keeps.
+//! - `prune.rs` holds the cap on the released device rows a license keeps;
+//! - `read_model.rs` holds the in-memory views of licenses that validation and heartbeats
+//!   read, and `heartbeat_writes.rs` the batched writes of heartbeats.
 //!
 //! Seats: `licenses.seats_used` counts the devices with `holds_seat`. A seat is claimed by one
 //! conditional `UPDATE ... WHERE seats_used < max_activations` inside a transaction that holds
@@ -27,14 +29,17 @@
 
 mod activation;
 mod device_calls;
+pub(crate) mod heartbeat_writes;
 mod prune;
 mod reactivation;
+pub mod read_model;
 mod seats;
 mod staff;
 mod validation;
 
 pub use prune::{MIN_RELEASED_KEPT, released_kept};
 pub use reactivation::{CHALLENGE_TTL_SECONDS, KeyChallenge, KeyProof, REACTIVATION_WINDOW_HOURS, key_proof_message};
+pub use read_model::ReadModel;
 
 pub(crate) use seats::{dead_alert, release_in, release_seats};
 

@@ -74,7 +74,7 @@ impl Domain {
         }
         let device = release_in(&tx, actor, &license, device, action, now).await?;
         tx.commit().await?;
-        self.device_tokens.remember(&device);
+        self.read_model.forget(&license.id);
         Ok(device)
     }
 

@@ -12,13 +12,16 @@ use super::seats::mark_dead;
 use super::{ValidateInput, ValidationOutcome, device_status, licensee};
 use crate::db::begin_write;
 use crate::device_history;
-use crate::licenses::{effective_status, find_by_key, with_policy};
+use crate::licenses::{effective_status, with_policy};
 use crate::newtypes::DeviceComponents;
-use crate::{Domain, Result};
+use crate::{Domain, Error, Result};
 
 impl Domain {
     /// Validates a license key, and a device when a fingerprint is given. Never fails for a
-    /// bad key: that is `NOT_FOUND`, answered by the same lookup a good key costs.
+    /// bad key: that is `NOT_FOUND`, answered by the same lookup a good key costs. The license
+    /// and the device come from the [`ReadModel`](super::ReadModel); a device it shows dead is
+    /// read again from the database before that verdict (a heartbeat may have moved its
+    /// deadline meanwhile), and marked dead.
     ///
     /// # Errors
     /// Database errors only.
@@ -29,7 +32,11 @@ impl Domain {
     ) -> Result<ValidationOutcome> {
         let now = self.clock.now();
         let verdict = |code, detail: String| Verdict { code, detail };
-        let Some((license, policy)) = find_by_key(&self.secrets, &self.db, &input.license_key, false).await? else {
+        let Some(view) = self
+            .read_model
+            .license_by_key(&self.db, &self.writer, &self.secrets, &input.license_key)
+            .await?
+        else {
             return Ok(ValidationOutcome {
                 verdict: verdict(
                     ValidationCode::NotFound,
@@ -40,14 +47,15 @@ impl Domain {
                 actor: None,
             });
         };
-        let actor = licensee(&license, request_id);
+        let (license, policy) = (&view.license, &view.policy);
+        let actor = licensee(license, request_id);
         let outcome = |verdict: Verdict, device: Option<device::Model>| ValidationOutcome {
             verdict,
             license: Some(license.clone()),
             device,
             actor: Some(actor.clone()),
         };
-        match effective_status(&license, now) {
+        match effective_status(license, now) {
             LicenseStatus::Active => {}
             LicenseStatus::Suspended => {
                 let why = license
@@ -113,13 +121,8 @@ impl Domain {
                 ));
             }
         };
-        let exact = device::Entity::find()
-            .filter(device::Column::LicenseId.eq(&license.id))
-            .filter(device::Column::Fingerprint.eq(&fingerprint))
-            .filter(device::Column::Status.ne(DeviceStatus::Released))
-            .one(&self.db)
-            .await?;
-        let (device, note) = match exact {
+        let exact = self.read_model.device(&self.db, &license.id, &fingerprint).await?;
+        let (mut device, note) = match exact {
             Some(device) => (device, None),
             None => {
                 // The fingerprint changed: the policy may still accept k of n components.
@@ -168,7 +171,15 @@ impl Domain {
         if let Some(presented) = &presented {
             device_history::observe_components(&self.writer, &device, presented.as_map(), now).await?;
         }
-        let status = device_status(&device, license.version, now);
+        let mut status = device_status(&device, license.version, now);
+        if status == DeviceStatus::Dead {
+            // What the read model holds may predate a heartbeat: ask the database.
+            device = device::Entity::find_by_id(&device.id)
+                .one(&self.db)
+                .await?
+                .ok_or(Error::NotFound("device"))?;
+            status = device_status(&device, license.version, now);
+        }
         if status == DeviceStatus::Dead {
             let since = device
                 .heartbeat_deadline_at
@@ -180,8 +191,9 @@ impl Domain {
                 let tx = begin_write(&self.writer).await?;
                 // The license row first, as every other seat change takes it (no deadlock).
                 with_policy(&tx, license::Entity::find_by_id(&license.id), true).await?;
-                let dead = mark_dead(&tx, &license, &policy, device, false, now).await?;
+                let dead = mark_dead(&tx, license, policy, device, false, now).await?;
                 tx.commit().await?;
+                self.read_model.forget(&license.id);
                 dead
             };
             let seat = if device.holds_seat {

@@ -42,6 +42,7 @@ impl Domain {
             .save_license_change(&tx, actor, &current, model, action, now)
             .await?;
         tx.commit().await?;
+        self.read_model.forget(&updated.id);
         Ok(updated)
     }
 

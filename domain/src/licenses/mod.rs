@@ -94,7 +94,7 @@ pub struct LicenseFilter {
 
 /// The lookup hash of a key as typed. A string that is not a key hashes a fixed dummy, so a
 /// bad key costs the same lookup as a good one.
-fn key_lookup(secrets: &MasterSecret, typed: &str) -> String {
+pub(crate) fn key_lookup(secrets: &MasterSecret, typed: &str) -> String {
     match LicenseKey::parse(typed) {
         Ok(key) => secrets.keyed_hash(LICENSE_KEY_PURPOSE, key.canonical()),
         Err(_) => secrets.keyed_hash(LICENSE_KEY_PURPOSE, "not-a-key"),

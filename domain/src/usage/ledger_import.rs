@@ -255,6 +255,7 @@ impl Domain {
         )
         .await?;
         tx.commit().await?;
+        self.read_model.forget(&at.license.id);
         Ok(receipt)
     }
 
@@ -314,7 +315,7 @@ impl Domain {
         };
         idempotency::complete(&tx, &row_id, &device.id).await?;
         tx.commit().await?;
-        self.device_tokens.remember(&device);
+        self.read_model.forget(&at.license.id);
         Ok(DeactivationReceipt { device, usage })
     }
 

@@ -164,6 +164,15 @@ async fn sigkill_loses_nothing_and_duplicates_at_most_once(backend: Backend) {
     let first = arrivals(&receiver, "killed", 1).await;
     assert_eq!(first.len(), 1);
     assert_eq!(first[0]["verified"], true);
+    // Recorded before this worker goes (killed between the answer and the record, it would be
+    // sent again: at least once).
+    eventually(WAIT, "the first event recorded delivered", || async {
+        deliveries(&server, &token, &endpoint)
+            .await
+            .into_iter()
+            .find(|d| d["eventId"] == first[0]["event_id"] && d["status"] == "DELIVERED")
+    })
+    .await;
     drop(worker);
 
     // The worker dies with the POST open.
