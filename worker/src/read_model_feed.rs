@@ -3,12 +3,13 @@
 //! [`CHANNEL`], and each process forgets the licenses the others publish, so a change made in
 //! one process is seen by the next validation in every other at once.
 //!
-//! While subscribed, a process trusts its views for
-//! [`FRESH_FOR_WITH_FEED`](domain::devices::read_model::FRESH_FOR_WITH_FEED). Whenever the feed
-//! breaks (Redis down, a publish failed, this process fell behind its own changes) it forgets
-//! everything, trusts views for [`FRESH_FOR`](domain::devices::read_model::FRESH_FOR) only until
-//! it is subscribed again, and on reconnecting tells the others to forget everything too (they
-//! may have missed what it changed meanwhile).
+//! While subscribed, a process trusts the rows it read for
+//! [`TRUSTED_FOR`](domain::devices::read_model::TRUSTED_FOR). Whenever the feed breaks (Redis
+//! down, a publish failed, this process fell behind its own changes) it forgets everything,
+//! falls back to the rules without a feed (SQLite's data version, or
+//! [`FRESH_FOR`](domain::devices::read_model::FRESH_FOR) on PostgreSQL) until it is subscribed
+//! again, and on reconnecting tells the others to forget everything too (they may have missed
+//! what it changed meanwhile).
 
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ pub fn start(domain: Domain, redis_url: String) {
         let origin = domain::new_id();
         loop {
             if let Err(e) = follow(&domain, &redis_url, &origin).await {
-                tracing::warn!(error = %e, "the read model feed on Redis broke; views are trusted for 2 s until it is back");
+                tracing::warn!(error = %e, "the read model feed on Redis broke; rows are trusted as without Redis until it is back");
             }
             domain.read_model.set_feed_live(false);
             tokio::time::sleep(RECONNECT_AFTER).await;
