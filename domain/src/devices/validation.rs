@@ -155,15 +155,7 @@ impl Domain {
                 match best {
                     Some((d, v, _)) if v.code == ValidationCode::Valid => (d, Some(v.detail)),
                     Some((_, v, matched)) if matched > 0 => return Ok(outcome(v, None)),
-                    _ => {
-                        return Ok(outcome(
-                            verdict(
-                                ValidationCode::NotActivated,
-                                "this machine is not activated on the license: activate it first".into(),
-                            ),
-                            None,
-                        ));
-                    }
+                    _ => return Ok(outcome(not_activated(), None)),
                 }
             }
         };
@@ -178,6 +170,9 @@ impl Domain {
                 .one(&self.db)
                 .await?
                 .ok_or(Error::NotFound("device"))?;
+            if device.status == DeviceStatus::Released {
+                return Ok(outcome(not_activated(), None));
+            }
             status = device_status(&device, license.version, now);
         }
         if status == DeviceStatus::Dead {
@@ -228,5 +223,12 @@ impl Domain {
             None => until,
         };
         Ok(outcome(verdict(ValidationCode::Valid, detail), Some(device)))
+    }
+}
+
+fn not_activated() -> Verdict {
+    Verdict {
+        code: ValidationCode::NotActivated,
+        detail: "this machine is not activated on the license: activate it first".into(),
     }
 }
